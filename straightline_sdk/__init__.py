@@ -1,0 +1,27 @@
+"""straightline-sdk: deploy a Python function where it runs best.
+
+    import straightline_sdk as straightline
+
+    @straightline.deploy(sample=(x,))
+    def predict(x): ...
+
+    predict(x)                 # runs on the target the StraightLine policy chose
+    predict.map(xs)            # many calls, concurrently, results in order
+    predict.submit(x)          # a concurrent.futures.Future
+    print(predict.placement)   # where, and why
+"""
+
+from .api import deploy
+from .config import configure, settings
+from .errors import (CallTimeout, PackagingError, PayloadTooLarge, PlacementError, RemoteError,
+                     StraightLineError, TargetFailure, TargetUnavailable)
+from .handle import Deployment, Sample, deployments
+from .targets.base import Resources
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "deploy", "configure", "settings", "deployments", "Deployment", "Sample", "Resources",
+    "StraightLineError", "PackagingError", "PlacementError", "PayloadTooLarge",
+    "TargetUnavailable", "TargetFailure", "RemoteError", "CallTimeout",
+]

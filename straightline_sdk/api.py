@@ -1,0 +1,75 @@
+"""``@straightline.deploy``: decorate a function, get a Deployment back."""
+
+from __future__ import annotations
+
+import functools
+
+from .handle import Deployment, Sample, live, register
+from .packaging import content_hash, package_function
+from .targets.base import Resources
+
+
+def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | None = None,
+           targets=None, requirements=None, resources: Resources | None = None,
+           name: str | None = None, keep: bool = False, idempotent: bool = True,
+           prewarm: bool = False, calibrate: bool = False):
+    """Deploy ``fn`` where the StraightLine policy places it; returns its handle.
+
+    sample       arguments of one representative call, ``(x,)`` or ``Sample(x, k=1)``:
+                 run here once to profile the function. Without it, the first
+                 call is the profile.
+    rate         expected requests per second (the paper's f), until measured.
+    target       pin one target ("local", "docker", "lambda", "ray"): no placement.
+    targets      the targets allowed (default: configure(targets=...), i.e. local, docker).
+    requirements extra pip requirements for images and bundles ("pkg==1.2").
+    resources    Resources(memory_mb=, cpus=, gpus=, timeout_s=).
+    name         defaults to the function's qualified name.
+    keep         leave Docker/Lambda/Ray deployments running after this process exits.
+    idempotent   may a call be re-run on another target when its target failed
+                 mid-call? (default True; False gives at-most-once delivery)
+    prewarm      deploy every allowed target now instead of when first chosen.
+    calibrate    measure the targets now and set F and D from the measurements.
+
+    Deploying again under the same name with the same content and options
+    (re-running a notebook cell) returns the live deployment unchanged.
+    """
+    if fn is None:
+        return functools.partial(deploy, sample=sample, rate=rate, target=target, targets=targets,
+                                 requirements=requirements, resources=resources, name=name,
+                                 keep=keep, idempotent=idempotent, prewarm=prewarm,
+                                 calibrate=calibrate)
+    if not callable(fn):
+        raise TypeError(f"deploy() takes a function, not a {type(fn).__qualname__}")
+    name = name or getattr(fn, "__qualname__", None) or repr(fn)
+    resources = resources or Resources()
+    sample = Sample.of(sample) if sample is not None else None
+    package = package_function(fn, name)
+    key = content_hash(package.content_hash, repr(resources), repr(sorted(requirements or ())),
+                       repr(target), repr(tuple(targets) if targets else None), repr(keep),
+                       repr(idempotent))
+    existing = live(name)
+    if existing is not None:
+        if existing.deploy_key == key and all(t.health()[0] for t in existing.deployed_targets.values()):
+            return existing  # the same cell run again: nothing to build, nothing to start
+        existing.undeploy()
+    dep = Deployment(fn, package, rate=rate, target=target, targets=targets,
+                     requirements=requirements, resources=resources, keep=keep,
+                     idempotent=idempotent, deploy_key=key)
+    functools.update_wrapper(dep, fn, updated=())
+    register(dep)
+    try:
+        if sample is not None:
+            from .profile import profile_call
+            profile, _ = profile_call(fn, sample.args, sample.kwargs)
+            dep.set_profile(profile)
+        if sample is not None or target is not None:
+            dep.deploy_initial()
+        if prewarm:
+            dep.prewarm()
+        if calibrate:
+            from .calibration import calibrate as run_calibration
+            run_calibration(dep)
+    except BaseException:
+        dep.undeploy()
+        raise
+    return dep

@@ -1,0 +1,215 @@
+"""The cloudpickle payload of a function, and the frames of its calls.
+
+Functions defined in a notebook or ``__main__`` travel by value (cloudpickle's
+default). Functions and modules from the user's own local files (not installed
+packages, not the standard library) are registered to travel by value too, so a
+container or a Lambda that cannot import them still runs them; their source
+thereby enters the content hash, and editing them redeploys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import sysconfig
+import types
+from dataclasses import dataclass, field
+
+import cloudpickle
+
+from ..errors import PackagingError
+from ..runtime import wire
+
+_INSTALLED_ROOTS = tuple(
+    os.path.realpath(p) for p in {
+        sysconfig.get_paths().get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")
+    } if p
+)
+_SDK_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+
+
+@dataclass(frozen=True)
+class FunctionPackage:
+    """A function ready to ship: its payload and what identifies it."""
+
+    name: str
+    payload: bytes
+    content_hash: str
+    local_modules: tuple[str, ...] = ()
+    module_names: frozenset = field(default_factory=frozenset)  # top-level modules it refers to
+
+    def __repr__(self):
+        return f"<FunctionPackage {self.name} {self.content_hash[:12]} {len(self.payload)} B>"
+
+
+def content_hash(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        data = part.encode() if isinstance(part, str) else part
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def _is_local_module(module: types.ModuleType) -> bool:
+    path = getattr(module, "__file__", None)
+    if not path or module.__name__ == "__main__":
+        return False
+    real = os.path.realpath(path)
+    if real.startswith(_SDK_ROOT + os.sep) or real.startswith(_INSTALLED_ROOTS):
+        return False
+    return real.endswith(".py")
+
+
+def _code_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _code_names(const)
+    return names
+
+
+def referenced_objects(fn) -> dict[str, object]:
+    """What the function's code can reach: its globals, closure cells and defaults,
+    labelled the way an error message names them."""
+    found: dict[str, object] = {}
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return found
+    globs = getattr(fn, "__globals__", {})
+    for name in sorted(_code_names(code)):
+        if name in globs:
+            found[f"global '{name}'"] = globs[name]
+    for name, cell in zip(code.co_freevars, fn.__closure__ or ()):
+        try:
+            found[f"closure variable '{name}'"] = cell.cell_contents
+        except ValueError:
+            pass
+    for i, value in enumerate(fn.__defaults__ or ()):
+        found[f"default argument {i}"] = value
+    for name, value in (fn.__kwdefaults__ or {}).items():
+        found[f"default of keyword '{name}'"] = value
+    return found
+
+
+def referenced_modules(fn) -> set[types.ModuleType]:
+    """Modules the function refers to, directly or through the module it came from."""
+    modules = set()
+    own = sys.modules.get(getattr(fn, "__module__", "") or "")
+    if own is not None:
+        modules.add(own)
+    for value in referenced_objects(fn).values():
+        if isinstance(value, types.ModuleType):
+            modules.add(value)
+        else:
+            mod = sys.modules.get(getattr(value, "__module__", "") or "")
+            if mod is not None:
+                modules.add(mod)
+    return modules
+
+
+def _local_modules_reachable(fn) -> list[types.ModuleType]:
+    """The user's local modules reachable from fn, following local modules' own globals."""
+    seen: dict[str, types.ModuleType] = {}
+    stack = [m for m in referenced_modules(fn) if _is_local_module(m)]
+    while stack:
+        mod = stack.pop()
+        top = mod.__name__.partition(".")[0]
+        top_mod = sys.modules.get(top, mod)
+        if top in seen:
+            continue
+        seen[top] = top_mod
+        for value in list(vars(mod).values()):
+            ref = value if isinstance(value, types.ModuleType) else sys.modules.get(
+                getattr(value, "__module__", "") or "")
+            if ref is not None and _is_local_module(ref) and ref.__name__.partition(".")[0] not in seen:
+                stack.append(ref)
+    return list(seen.values())
+
+
+def _describe_failure(fn, exc: Exception) -> str:
+    for label, value in referenced_objects(fn).items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as inner:
+            return (f"cannot serialize function {fn.__qualname__!r}: its {label} "
+                    f"(a {type(value).__qualname__}) cannot be pickled: {inner}. "
+                    f"Create it inside the function, or pass what it needs as an argument.")
+    return f"cannot serialize function {getattr(fn, '__qualname__', fn)!r}: {exc}"
+
+
+def package_function(fn, name: str) -> FunctionPackage:
+    """cloudpickle ``fn`` (user's local modules by value); PackagingError names the culprit."""
+    local = _local_modules_reachable(fn)
+    for mod in local:
+        cloudpickle.register_pickle_by_value(mod)
+    try:
+        payload = cloudpickle.dumps(fn, protocol=5)
+    except Exception as exc:
+        raise PackagingError(_describe_failure(fn, exc)) from exc
+    finally:
+        for mod in local:
+            cloudpickle.unregister_pickle_by_value(mod)
+    tops = {m.__name__.partition(".")[0] for m in referenced_modules(fn)}
+    return FunctionPackage(
+        name=name, payload=payload, content_hash=content_hash(payload),
+        local_modules=tuple(sorted(m.__name__ for m in local)), module_names=frozenset(tops),
+    )
+
+
+def encode_request(calls: list) -> tuple[list, int]:
+    """Frame a list of (args, kwargs); PackagingError names the argument that fails."""
+    try:
+        return wire.encode(calls)
+    except Exception as exc:
+        for index, (args, kwargs) in enumerate(calls):
+            for label, value in [(f"argument {i}", a) for i, a in enumerate(args)] + \
+                                [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]:
+                try:
+                    cloudpickle.dumps(value, protocol=5)
+                except Exception as inner:
+                    where = f" of item {index}" if len(calls) > 1 else ""
+                    raise PackagingError(
+                        f"cannot serialize {label}{where} (a {type(value).__qualname__}): {inner}. "
+                        f"Pass data (arrays, lists, dicts) rather than open files, locks, "
+                        f"connections or generators.") from exc
+        raise PackagingError(f"cannot serialize the call's arguments: {exc}") from exc
+
+
+def code_locations(fn, depth: int = 3) -> dict[str, list[tuple[str, int, int]]]:
+    """Where the code that travels by value came from: {name: [(file, first, last line)]}.
+
+    cloudpickle renames the files of code it ships to "<dynamic-code>"; with
+    this map a remote traceback's frames point at the user's files and cells again.
+    """
+    found: dict[str, list[tuple[str, int, int]]] = {}
+    seen: set[int] = set()
+
+    def add_code(code: types.CodeType) -> None:
+        if id(code) in seen:
+            return
+        seen.add(id(code))
+        lines = [line for _, _, line in code.co_lines() if line is not None]
+        found.setdefault(code.co_name, []).append(
+            (code.co_filename, code.co_firstlineno, max(lines, default=code.co_firstlineno)))
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                add_code(const)
+
+    def add(obj, level: int) -> None:
+        if isinstance(obj, type):
+            for value in vars(obj).values():
+                add(getattr(value, "__func__", value), level)
+            return
+        code = getattr(obj, "__code__", None)
+        if not isinstance(code, types.CodeType) or id(code) in seen:
+            return
+        add_code(code)
+        if level < depth:
+            for value in referenced_objects(obj).values():
+                if isinstance(value, type) or isinstance(getattr(value, "__code__", None), types.CodeType):
+                    add(value, level + 1)
+
+    add(fn, 0)
+    return found

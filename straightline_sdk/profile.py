@@ -1,0 +1,55 @@
+"""Profiling one call locally: wall time, peak memory, request and result sizes.
+
+Peak memory is what tracemalloc sees (Python allocations, numpy's included),
+which slows pure-Python code while it runs: the wall time is measured in the
+same run and is therefore an upper bound.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+from dataclasses import dataclass
+
+from .packaging import encode_request
+from .runtime import wire
+
+
+@dataclass(frozen=True)
+class Profile:
+    runtime_s: float
+    peak_memory_mb: float
+    request_bytes: int
+    result_bytes: int
+
+    def __str__(self):
+        from .placement import human_bytes
+        return (f"{self.runtime_s * 1000:.1f} ms, peak {self.peak_memory_mb:.1f} MB, "
+                f"request {human_bytes(self.request_bytes)}, result {human_bytes(self.result_bytes)}")
+
+
+def profile_call(fn, args: tuple, kwargs: dict):
+    """Run ``fn(*args, **kwargs)`` here once; returns (Profile, result).
+
+    The function's own exception propagates: a sample that fails is the user's
+    to see before anything is deployed.
+    """
+    _, request_bytes = encode_request([(args, kwargs)])
+    started_tracing = not tracemalloc.is_tracing()
+    if started_tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    base, _ = tracemalloc.get_traced_memory()
+    t0 = time.perf_counter()
+    try:
+        result = fn(*args, **kwargs)
+        runtime = time.perf_counter() - t0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if started_tracing:
+            tracemalloc.stop()
+    try:
+        _, result_bytes = wire.encode([(True, result)])
+    except Exception:
+        result_bytes = 0  # reported when a real call tries to send it back
+    return Profile(runtime, max(0, peak - base) / 2 ** 20, request_bytes, result_bytes), result

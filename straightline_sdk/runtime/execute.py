@@ -1,0 +1,86 @@
+"""Run calls of the deployed function and capture what they raise.
+
+Shared by every runtime (worker, Lambda handler, Ray), so a function behaves
+and fails the same way wherever it runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import traceback
+
+import cloudpickle
+
+from . import wire
+
+
+def load_function(payload: bytes):
+    return pickle.loads(payload)
+
+
+def error_info(exc: BaseException, kind: str = "user", skip_frames: int = 0) -> dict:
+    """Describe an exception so the client can re-raise it as its own type.
+
+    ``frames`` are (filename, lineno, name, line) from the user's code on: the
+    client re-reads the lines from its own files (a notebook's cells included),
+    which the far side does not have.
+    """
+    tb = exc.__traceback__
+    for _ in range(skip_frames):
+        if tb is not None:
+            tb = tb.tb_next
+    frames = [(f.filename, f.lineno, f.name, f.line or "") for f in traceback.extract_tb(tb)]
+    try:
+        pickled = cloudpickle.dumps(exc, protocol=5)
+        pickle.loads(pickled)  # an exception that pickles but cannot be rebuilt is no use
+    except Exception:
+        pickled = None
+    return {
+        "kind": kind,
+        "type": type(exc).__qualname__,
+        "module": type(exc).__module__,
+        "message": str(exc),
+        "frames": frames,
+        "exception": pickled,
+    }
+
+
+def run_calls(fn, calls) -> list:
+    """Run each ``(args, kwargs)`` call; one outcome per call, in order."""
+    outcomes = []
+    for args, kwargs in calls:
+        try:
+            outcomes.append((True, fn(*args, **kwargs)))
+        except Exception as exc:  # the user's error travels back; the worker lives on
+            outcomes.append((False, error_info(exc, skip_frames=1)))
+    return outcomes
+
+
+def encode_outcomes(outcomes: list) -> tuple[list, int]:
+    """Frame the outcomes; a result that cannot be serialized becomes that call's error."""
+    try:
+        return wire.encode(outcomes)
+    except Exception:
+        pass
+    safe = []
+    for ok, value in outcomes:
+        if ok:
+            try:
+                cloudpickle.dumps(value, protocol=5)
+            except Exception as exc:
+                err = TypeError(
+                    f"the function returned a {type(value).__qualname__} that cannot be "
+                    f"serialized to send back: {exc}")
+                value, ok = error_info(err, kind="result"), False
+        safe.append((ok, value))
+    return wire.encode(safe)
+
+
+def handle_frame(fn, body) -> tuple[list, int]:
+    """Request frame in, response frame segments out."""
+    return encode_outcomes(run_calls(fn, wire.decode(body)))
+
+
+def python_version() -> str:
+    return "%d.%d.%d" % sys.version_info[:3]

@@ -1,0 +1,98 @@
+"""The wire format shared by the client and every runtime.
+
+A *frame* is a pickle (protocol 5) whose large buffers travel out of band, so a
+10 MB numpy array is neither copied into the pickle stream nor out of it:
+
+    b"SLF1" | u32 n | n x u64 segment lengths | segments, each starting 64-byte aligned
+
+Segment 0 is the pickle stream, the others are its out-of-band buffers.
+
+Messages:
+- request:  a list of calls, each ``(args, kwargs)``; a single call is a list of one.
+- response: a list of outcomes in the same order, each ``(True, value)`` or
+  ``(False, error_info)`` where error_info is a dict (see ``runtime.execute``).
+
+HTTP (worker): ``POST /invoke`` takes and returns frames; ``POST /json`` takes
+``{"args": [...], "kwargs": {...}}`` and returns ``{"result": ...}`` or
+``{"error": {...}}``; ``GET /health``. Every request carries
+``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+import cloudpickle
+
+MAGIC = b"SLF1"
+ALIGN = 64
+# Buffers smaller than this stay in the pickle stream: a segment costs a header
+# entry and padding, which only pays off for large buffers.
+OUT_OF_BAND_MIN = 64 * 1024
+FRAME_CONTENT_TYPE = "application/x-straightline-frame"
+TOKEN_ENV = "STRAIGHTLINE_TOKEN"
+
+_U32 = struct.Struct("<I")
+
+
+def _pad(n: int) -> int:
+    return -n % ALIGN
+
+
+def encode(obj) -> tuple[list, int]:
+    """Serialize ``obj`` into frame segments; returns (segments, total length).
+
+    The segments are sent one after the other (no join for large buffers).
+    Raises whatever cloudpickle raises for an unpicklable object.
+    """
+    buffers: list[pickle.PickleBuffer] = []
+
+    def keep_out_of_band(buf: pickle.PickleBuffer) -> bool:
+        if buf.raw().nbytes < OUT_OF_BAND_MIN:
+            return True  # true means: serialize in band
+        buffers.append(buf)
+        return False
+
+    stream = cloudpickle.dumps(obj, protocol=5, buffer_callback=keep_out_of_band)
+    raws = [memoryview(stream)] + [b.raw() for b in buffers]
+    n = len(raws)
+    header_len = 4 + 4 + 8 * n
+    header = bytearray(MAGIC + _U32.pack(n) + struct.pack(f"<{n}Q", *(r.nbytes for r in raws)))
+    header += bytes(_pad(header_len))
+    segments: list = [header]
+    total = len(header)
+    for i, raw in enumerate(raws):
+        segments.append(raw)
+        total += raw.nbytes
+        if i + 1 < n:
+            pad = _pad(raw.nbytes)
+            if pad:
+                segments.append(bytes(pad))
+                total += pad
+    return segments, total
+
+
+def encode_bytes(obj) -> bytes:
+    segments, _ = encode(obj)
+    return b"".join(segments)
+
+
+def decode(data):
+    """Rebuild the object from a frame (bytes, bytearray or memoryview).
+
+    Out-of-band buffers are views into ``data``: keep ``data`` alive and, for
+    writable arrays, pass a bytearray.
+    """
+    view = memoryview(data)
+    if view[:4] != MAGIC:
+        raise ValueError("not a straightline frame (bad magic)")
+    (n,) = _U32.unpack_from(view, 4)
+    lengths = struct.unpack_from(f"<{n}Q", view, 8)
+    offset = 8 + 8 * n
+    offset += _pad(offset)
+    segments = []
+    for length in lengths:
+        segments.append(view[offset:offset + length])
+        offset += length + _pad(length)
+    return pickle.loads(segments[0], buffers=segments[1:])

@@ -1,0 +1,241 @@
+"""The worker: serves one deployed function over HTTP.
+
+Started by the local target as ``python -m straightline_sdk.runtime.worker`` and
+inside containers as ``python3 -m straightline_runtime.worker``. Configured by
+environment (never by arguments, which other users can read in ``ps``):
+
+    STRAIGHTLINE_TOKEN        required; every request must carry it
+    STRAIGHTLINE_FUNCTION     path of the cloudpickled function
+    STRAIGHTLINE_HOST/PORT    where to listen (127.0.0.1, a free port)
+    STRAIGHTLINE_LISTEN_FD    or: an inherited listening socket (local target;
+                              no port race, connections queue until we serve)
+    STRAIGHTLINE_CONCURRENCY  calls run at once; more are answered 503 at once
+    STRAIGHTLINE_PARENT_PID   exit when this process is gone (local target)
+
+Once listening it prints ``STRAIGHTLINE_WORKER_READY port=N`` on stdout.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from . import execute, wire
+
+READY_LINE = "STRAIGHTLINE_WORKER_READY"
+_SMALL_RESPONSE = 256 * 1024
+
+
+class Worker:
+    def __init__(self, fn, token: str, concurrency: int, name: str = ""):
+        self.fn = fn
+        self.token = token.encode()
+        self.name = name
+        self.concurrency = concurrency
+        self.slots = threading.BoundedSemaphore(concurrency)
+        self.in_flight = 0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        if not self.slots.acquire(blocking=False):
+            return False
+        with self._lock:
+            self.in_flight += 1
+            self.calls += 1
+        return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+        self.slots.release()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "straightline-worker"
+    worker: Worker  # set on the subclass made by serve()
+
+    def setup(self):
+        # Without TCP_NODELAY a small response can stall ~40 ms (Nagle vs delayed ACK).
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().setup()
+
+    def log_message(self, format, *args):  # per-request lines would drown the user's output
+        pass
+
+    # -- helpers -------------------------------------------------------------
+
+    def _authorized(self) -> bool:
+        header = self.headers.get("Authorization")
+        if not header:
+            self._send_json(401, {"error": "missing token: send 'Authorization: Bearer <token>'"})
+            return False
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.worker.token):
+            self._send_json(403, {"error": "wrong token"})
+            return False
+        return True
+
+    def _read_body(self) -> bytearray:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = bytearray(length)
+        view = memoryview(body)
+        got = 0
+        while got < length:
+            n = self.rfile.readinto(view[got:])
+            if not n:
+                raise ConnectionError("client closed the connection mid-request")
+            got += n
+        return body
+
+    def _send(self, status: int, content_type: str, segments: list, total: int) -> None:
+        head = (f"HTTP/1.1 {status} {self.responses.get(status, ('',))[0]}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {total}\r\n\r\n").encode()
+        if total <= _SMALL_RESPONSE:
+            self.wfile.write(b"".join([head, *segments]))  # one write: one packet for small calls
+        else:
+            self.wfile.write(head)
+            for segment in segments:
+                self.wfile.write(segment)
+
+    def _send_json(self, status: int, obj) -> None:
+        body = json.dumps(obj).encode()
+        self._send(status, "application/json", [body], len(body))
+
+    def _saturated(self) -> None:
+        self._send_json(503, {"error": "saturated", "concurrency": self.worker.concurrency})
+
+    # -- endpoints -----------------------------------------------------------
+
+    def do_GET(self):
+        if not self._authorized():
+            return
+        if self.path != "/health":
+            self._send_json(404, {"error": f"no such endpoint: GET {self.path}"})
+            return
+        w = self.worker
+        self._send_json(200, {"ok": True, "function": w.name, "pid": os.getpid(),
+                              "python": execute.python_version(), "in_flight": w.in_flight,
+                              "concurrency": w.concurrency, "calls": w.calls})
+
+    def do_POST(self):
+        body = self._read_body()  # read first so the connection stays usable on refusal
+        if not self._authorized():
+            return
+        if self.path == "/invoke":
+            self._invoke(body)
+        elif self.path == "/json":
+            self._invoke_json(body)
+        else:
+            self._send_json(404, {"error": f"no such endpoint: POST {self.path}"})
+
+    def _invoke(self, body):
+        if not self.worker.enter():
+            self._saturated()
+            return
+        try:
+            segments, total = execute.handle_frame(self.worker.fn, body)
+        finally:
+            self.worker.leave()
+        self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)
+
+    def _invoke_json(self, body):
+        try:
+            request = json.loads(body or b"{}")
+            args = request.get("args", [])
+            kwargs = request.get("kwargs", {})
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise ValueError("'args' must be a list and 'kwargs' an object")
+        except (ValueError, AttributeError) as exc:
+            self._send_json(400, {"error": f"bad JSON request: {exc}"})
+            return
+        if not self.worker.enter():
+            self._saturated()
+            return
+        try:
+            result = self.worker.fn(*args, **kwargs)
+        except Exception as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__.tb_next))
+            self._send_json(500, {"error": {"type": type(exc).__qualname__, "message": str(exc),
+                                            "traceback": tb}})
+            return
+        finally:
+            self.worker.leave()
+        try:
+            self._send_json(200, {"result": result})
+        except TypeError as exc:
+            self._send_json(422, {"error": f"the result is not JSON-serializable: {exc}"})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def _watch_parent(parent_pid: int) -> None:
+    """Exit when the process that started us is gone, so no worker outlives its
+    notebook kernel, even one killed with SIGKILL."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except Exception:
+            pass
+
+    def watch():
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(0)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(fn, *, token: str, host: str = "127.0.0.1", port: int = 0, concurrency: int = 4,
+          name: str = "", listen_fd: int | None = None, ready=None) -> _Server:
+    handler = type("BoundHandler", (Handler,), {"worker": Worker(fn, token, concurrency, name)})
+    if listen_fd is None:
+        server = _Server((host, port), handler)
+    else:
+        server = _Server(("127.0.0.1", 0), handler, bind_and_activate=False)
+        server.socket.close()
+        server.socket = socket.socket(fileno=listen_fd)
+        server.server_address = server.socket.getsockname()
+    if ready is not None:
+        ready(server.server_address[1])
+    return server
+
+
+def main() -> None:
+    token = os.environ.get(wire.TOKEN_ENV, "")
+    if not token:
+        sys.exit("straightline worker: STRAIGHTLINE_TOKEN is not set; refusing to serve without a token")
+    parent = os.environ.get("STRAIGHTLINE_PARENT_PID")
+    if parent:
+        _watch_parent(int(parent))
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    with open(os.environ["STRAIGHTLINE_FUNCTION"], "rb") as f:
+        fn = execute.load_function(f.read())
+    server = serve(
+        fn, token=token,
+        host=os.environ.get("STRAIGHTLINE_HOST", "127.0.0.1"),
+        port=int(os.environ.get("STRAIGHTLINE_PORT", "0")),
+        concurrency=int(os.environ.get("STRAIGHTLINE_CONCURRENCY", "4")),
+        name=os.environ.get("STRAIGHTLINE_NAME", ""),
+        listen_fd=int(os.environ["STRAIGHTLINE_LISTEN_FD"]) if os.environ.get("STRAIGHTLINE_LISTEN_FD") else None,
+        ready=lambda port: print(f"{READY_LINE} port={port}", flush=True),
+    )
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

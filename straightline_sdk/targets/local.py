@@ -1,0 +1,203 @@
+"""The local target: a worker process on this machine (the paper's local
+Flask-tier server), serving the function over HTTP on 127.0.0.1.
+
+The worker inherits a listening socket (no port race), watches its parent and
+exits with it, and runs in its own session so a notebook interrupt (SIGINT)
+does not kill it mid-call. Its output goes to a log file (``h.logs()``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from ..errors import TargetFailure, TargetUnavailable
+from ..placement import Limits
+from ..runtime import wire
+from .base import Probe, Target
+from .http import WorkerClient
+
+
+def _available_memory_mb() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def _tail(path: str, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class LocalTarget(Target):
+    kind = "local"
+
+    def __init__(self, spec, progress=None):
+        super().__init__(spec, progress)
+        self.concurrency = int(spec.options.get("concurrency") or max(2, os.cpu_count() or 2))
+        self.proc: subprocess.Popen | None = None
+        self.client: WorkerClient | None = None
+        self._dir: str | None = None
+
+    @classmethod
+    def probe(cls, options: dict) -> Probe:
+        memory = _available_memory_mb()
+        cpus = float(os.cpu_count() or 1)
+        return Probe(True, limits=Limits(
+            max_memory_mb=memory, cpus=cpus, gpus=0,
+            pythons=frozenset({sys.version_info[:2]}),
+            sources=("this machine: MemAvailable in /proc/meminfo, os.cpu_count()",),
+        ), capacity={"memory_mb": memory, "cpus": cpus, "gpus": 0})
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self._dir, "worker.log") if self._dir else ""
+
+    def deploy(self) -> None:
+        self._dir = tempfile.mkdtemp(prefix=f"straightline-{os.getpid()}-")
+        function_path = os.path.join(self._dir, "function.pkl")
+        fd = os.open(function_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.spec.package.payload)
+        host = self.spec.options.get("host", "127.0.0.1")
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, int(self.spec.options.get("port", 0))))
+        listener.listen(128)
+        port = listener.getsockname()[1]
+        env = dict(os.environ)
+        env.update({
+            wire.TOKEN_ENV: self.spec.token,
+            "STRAIGHTLINE_FUNCTION": function_path,
+            "STRAIGHTLINE_NAME": self.spec.name,
+            "STRAIGHTLINE_LISTEN_FD": str(listener.fileno()),
+            "STRAIGHTLINE_CONCURRENCY": str(self.concurrency),
+            "STRAIGHTLINE_PARENT_PID": str(os.getpid()),
+            # the worker resolves modules as this process does
+            "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+            "PYTHONUNBUFFERED": "1",
+        })
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "straightline_sdk.runtime.worker"],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                pass_fds=(listener.fileno(),), start_new_session=True, cwd=os.getcwd(),
+            )
+        listener.close()  # the worker holds its own copy
+        self.client = WorkerClient(host if host != "0.0.0.0" else "127.0.0.1", port,
+                                   self.spec.token, target=self.kind)
+        self._wait_ready(float(self.spec.options.get("start_timeout_s", 30)))
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        @retry(stop=stop_after_delay(timeout_s), wait=wait_exponential(0.01, max=0.5),
+               retry=retry_if_exception_type(TargetFailure), reraise=True)
+        def ready():
+            if self.proc.poll() is not None:
+                raise TargetUnavailable(
+                    f"the local worker for {self.spec.name!r} exited during start-up "
+                    f"(exit code {self.proc.returncode}). Its last output:\n{self.logs(20)}",
+                    target=self.kind)
+            ok, detail = self.health()
+            if not ok:
+                raise TargetFailure(detail, target=self.kind)
+
+        try:
+            ready()
+        except TargetFailure as exc:
+            self.teardown()
+            raise TargetUnavailable(
+                f"the local worker for {self.spec.name!r} did not become ready in {timeout_s:.0f} s: "
+                f"{exc}. Its last output:\n{self.logs(20)}", target=self.kind) from None
+
+    def _dead_worker(self) -> TargetFailure | None:
+        if self.proc is not None and self.proc.poll() is not None:
+            return TargetFailure(
+                f"the local worker for {self.spec.name!r} has exited (exit code "
+                f"{self.proc.returncode}). Its last output:\n{self.logs(20)}",
+                target=self.kind, hint="redeploy, or let the router fail over")
+        return None
+
+    def invoke(self, segments, total, timeout):
+        if self.client is None:
+            raise TargetFailure("the local worker is not deployed", target=self.kind)
+        try:
+            response = self.client.request("POST", "/invoke", segments, total,
+                                           content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout)
+        except TargetFailure as exc:
+            dead = self._dead_worker()
+            if dead is not None:
+                dead.may_have_run = exc.may_have_run
+                raise dead from exc
+            raise
+        if response.status == 200:
+            self.cold = False
+            return response.body
+        if response.status == 503:
+            raise TargetFailure("the local worker is saturated", target=self.kind, may_have_run=False)
+        raise TargetFailure(f"the local worker answered HTTP {response.status}: "
+                            f"{bytes(response.body[:500]).decode(errors='replace')}",
+                            target=self.kind, may_have_run=response.status >= 500)
+
+    def health(self) -> tuple[bool, str]:
+        dead = self._dead_worker()
+        if dead is not None:
+            return False, str(dead)
+        if self.client is None:
+            return False, "not deployed"
+        try:
+            response = self.client.get_json("/health", timeout=5.0)
+        except TargetFailure as exc:
+            return False, str(exc)
+        if response.status != 200:
+            return False, f"health check answered HTTP {response.status}"
+        return True, "ok"
+
+    def teardown(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        if self._dir:
+            # keep the log readable after teardown only in memory: remove the files
+            self._last_log = self.logs(200)
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def logs(self, tail: int = 100) -> str:
+        if self._dir:
+            return _tail(self.log_path, tail)
+        return getattr(self, "_last_log", "")
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def describe(self) -> dict:
+        return {"address": f"{self.client.host}:{self.client.port}" if self.client else None,
+                "pid": self.pid, "concurrency": self.concurrency}
