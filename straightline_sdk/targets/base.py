@@ -86,6 +86,20 @@ class Target:
     def logs(self, tail: int = 100) -> str:
         return ""
 
+    # -- what the CLI (straightline ls / gc) sees ----------------------------
+
+    @classmethod
+    def inventory(cls, options: dict) -> list[dict]:
+        """Things of this kind the SDK created and that exist now (containers,
+        images, functions), each a dict with at least "kind", "id", "name",
+        "owner" and "orphan" (no live deployment owns it)."""
+        return []
+
+    @classmethod
+    def remove(cls, item: dict, options: dict) -> None:
+        """Remove one item that ``inventory`` listed."""
+        raise NotImplementedError
+
     def describe(self) -> dict:
         """What the handle and the panel may show (never the token)."""
         return {}

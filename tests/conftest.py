@@ -1,0 +1,35 @@
+"""Shared test set-up.
+
+Components (Docker engine, moto, Ray, Chromium) are real. Outside CI a test
+whose component is missing skips with the reason; under CI=true it fails,
+because CI's own scripts must have started everything.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import straightline_sdk as straightline
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip (or, under CI=true, fail) when a component a test needs is missing."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"missing under CI=true: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _clean_deployments():
+    """Every test starts with default settings and leaves nothing deployed."""
+    straightline.configure(reset=True)
+    yield
+    for dep in straightline.deployments():
+        dep.undeploy()
+    straightline.configure(reset=True)
