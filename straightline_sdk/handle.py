@@ -90,6 +90,7 @@ class Deployment:
         self._executor: ThreadPoolExecutor | None = None
         self._closed = False
         self._code_locations: dict | None = None   # built at the first remote error
+        self._panel = None
 
     # -- public API ------------------------------------------------------------
 
@@ -211,6 +212,49 @@ class Deployment:
     @property
     def deployed_targets(self) -> dict[str, Target]:
         return dict(self._targets)
+
+    def target_overview(self) -> dict[str, dict]:
+        """Each allowed target's state for people: "warm" (deployed, has answered),
+        "cold" (deployed, not called yet), "down" (failed or unavailable, with
+        the reason), "not deployed" (available, deployed when first chosen)."""
+        states = self._get_plan().states
+        overview = {}
+        for kind in self.allowed:
+            st = states.get(kind)
+            target = self._targets.get(kind)
+            if st is not None and not st.available:
+                state, reason = "down", st.reason
+            elif target is not None:
+                state, reason = ("cold" if target.cold else "warm"), ""
+            else:
+                state, reason = "not deployed", ""
+            excluded = self._plan.static_excluded.get(kind) if self._plan else None
+            overview[kind] = {"state": state, "reason": reason or (excluded or ""),
+                              "in_flight": st.in_flight if st else 0,
+                              "concurrency": st.concurrency if st else None,
+                              **(target.describe() if target is not None else {})}
+        return overview
+
+    def pin(self, kind: str | None) -> None:
+        """Send every call to ``kind`` (one of the allowed targets); ``None``
+        returns to automatic placement. Takes effect on the next call."""
+        if kind is not None and kind not in self.allowed:
+            raise PlacementError(f"cannot pin {kind!r}: not among the allowed targets {list(self.allowed)}")
+        self.pinned = kind
+        self._last_decision = None
+        self._invalidate_plan()
+
+    @property
+    def panel(self):
+        """The live ipywidgets panel of this deployment (built on first use)."""
+        if self._panel is None:
+            from .panel import Panel
+            self._panel = Panel(self)
+        return self._panel.widget
+
+    def _ipython_display_(self):
+        from IPython.display import display
+        display(self.panel)
 
     def logs(self, target: str | None = None, tail: int = 100) -> str:
         """The output of the function's target (the last-used one by default)."""
