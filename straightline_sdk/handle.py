@@ -439,18 +439,22 @@ class Deployment:
         return not exc.may_have_run or self.idempotent
 
     def _after_failure(self, kind: str, exc: TargetFailure) -> None:
+        """A target failed a call: if it no longer answers, drop it, so the policy's
+        next choice of it deploys it afresh (a new worker or container); if that
+        deployment fails too, the kind is marked down for a while."""
         target = self._targets.get(kind)
         if target is None:
             return
         healthy, detail = target.health()
         if healthy:
-            return  # e.g. saturated: the target is fine, this call goes elsewhere
-        self._mark_down(kind, f"failed: {detail.splitlines()[0][:200]}")
+            return  # e.g. saturated or throttled: the target is fine, this call goes elsewhere
+        log.warning("%s: the %s target stopped answering (%s); it will be redeployed when next chosen",
+                    self.name, kind, detail.splitlines()[0][:200])
         with self._deploy_lock:
             if self._targets.get(kind) is target:
                 del self._targets[kind]
         try:
-            target.teardown()  # it is redeployed if the policy chooses it again later
+            target.teardown()
         except Exception as teardown_exc:
             log.debug("teardown of failed %s target: %s", kind, teardown_exc)
 

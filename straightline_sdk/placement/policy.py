@@ -105,6 +105,7 @@ class Decision:
         mentioned = {kind for kind, _ in self.excluded + self.passed_over}
         if preferred != self.target and preferred not in mentioned:
             lines.append(f"{preferred} is not among the allowed targets")
+        lines += [f"{kind} excluded: {why}" for kind, why in self.excluded]
         lines += [f"{kind} passed over: {why}" for kind, why in self.passed_over]
         if self.queued:
             lines.append(f"every candidate is saturated → waits for {self.target}")
