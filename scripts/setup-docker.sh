@@ -13,7 +13,7 @@
 #               (log: /var/log/straightline-dockerd.log) and wait up to 60 s for it.
 #               Never starts a second dockerd, never uses --bridge=none (it deletes docker0).
 #   2. base     python:{major}.{minor}-slim (the SDK's default base image; major.minor of the
-#               running python3). No registry is reachable, so it is built locally:
+#               running ${PYTHON:-python3}). No registry is reachable, so it is built locally:
 #               debootstrap (minbase, bookworm, python3 python3-pip python-is-python3
 #               ca-certificates) into a cached rootfs (/var/cache/straightline/rootfs-bookworm),
 #               then `tar | docker import` with CMD ["python3"], PATH and LANG set. Debian
@@ -31,19 +31,24 @@
 #               point MOTO_DOCKER_LAMBDA_IMAGE at it, tag included). Rebuilt when its build
 #               context or the base image changes (label straightline.context-hash).
 #
-# Installing wheels offline in the base image (checked in a container of it: Debian marks
-# its python3 as externally managed, PEP 668, so a plain `pip install` fails with
-# "error: externally-managed-environment"; --target skips that check, no
-# --break-system-packages needed):
+# Installing wheels offline in the base image (tried in containers of it; pip 23.0.1):
+# Debian marks its python3 as externally managed (PEP 668), so a plain `pip install` and
+# `pip install --user` fail with "error: externally-managed-environment". --target skips
+# that check (no --break-system-packages needed) and works unchanged in the real
+# python:3.11-slim too; it implies --ignore-installed, so /wheels must hold every dependency:
 #
-#   python3 -m pip install --no-index --find-links /wheels --target /opt/deps PKG...
+#   RUN python3 -m pip install --no-index --find-links /wheels --target /opt/deps \
+#           --root-user-action=ignore --disable-pip-version-check PKG...
 #   ENV PYTHONPATH=/opt/deps
 #
-# (--break-system-packages also works, into /usr/local/lib/python3.11/dist-packages, but
-# --target is what works unchanged in the real python:3.11-slim image too.)
+# (--break-system-packages also works, into /usr/local/lib/python3.11/dist-packages; --prefix
+# P lands in P/local/lib/python3.11/dist-packages, Debian's scheme, not the official image's.)
+# The image has python, python3, pip and pip3 on PATH; `docker build` (classic builder) of a
+# Dockerfile FROM it works with this daemon, as does docker-py's images.build.
 #
 # Environment knobs: STRAIGHTLINE_CACHE_DIR (default /var/cache/straightline),
-# DEBIAN_MIRROR (default http://deb.debian.org/debian), DOCKER_START_TIMEOUT (default 60).
+# DEBIAN_MIRROR (default http://deb.debian.org/debian), DOCKER_START_TIMEOUT (default 60),
+# PYTHON (default python3: whose major.minor names the images).
 set -euo pipefail
 
 log() { printf '[setup-docker] %s\n' "$*"; }
@@ -72,8 +77,9 @@ BASE_PACKAGES="python3,python3-pip,python-is-python3,ca-certificates"
 DEBIAN_PY="3.11"   # python3 of Debian bookworm
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
-PYVER="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
-    || die "python3 not found"
+PYTHON="${PYTHON:-python3}"   # the interpreter the SDK and tests run under (as scripts/test.sh)
+PYVER="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" \
+    || die "$PYTHON not found"
 BASE_TAG="python:${PYVER}-slim"
 LAMBDA_TAG="straightline-test/lambda-python${PYVER}:latest"
 
@@ -82,7 +88,20 @@ LAMBDA_TAG="straightline-test/lambda-python${PYVER}:latest"
 export DOCKER_BUILDKIT=0
 
 docker_ok() { timeout 10 docker info >/dev/null 2>&1; }
+dockerd_pids() {  # without procps, which minimal systems lack
+    local f
+    for f in /proc/[0-9]*/comm; do
+        [ "$(cat "$f" 2>/dev/null)" = dockerd ] && { f="${f#/proc/}"; printf '%s ' "${f%/comm}"; }
+    done
+    return 0
+}
 image_exists() { docker image inspect "$1" >/dev/null 2>&1; }
+image_id() { docker image inspect -f '{{.Id}}' "$1" 2>/dev/null || true; }
+drop_superseded() {  # $1: old image id, $2: tag now pointing elsewhere; keep it if still used
+    if [ -n "$1" ] && [ "$1" != "$(image_id "$2")" ]; then
+        docker rmi "$1" >/dev/null 2>&1 || true
+    fi
+}
 
 apt_install() {
     log "  apt-get install $*"
@@ -100,9 +119,14 @@ step_engine() {
     fi
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
         apt_install docker.io debootstrap
+        sleep 1
+        if docker_ok; then  # the package's init script may have started it
+            log "engine: docker.io installed, docker answers ($((SECONDS - t0))s)"
+            return
+        fi
     fi
-    if pgrep -x dockerd >/dev/null 2>&1; then
-        log "  a dockerd is running already (pid $(pgrep -x dockerd | tr '\n' ' ')); waiting for it"
+    if [ -n "$(dockerd_pids)" ]; then
+        log "  a dockerd is running already (pid $(dockerd_pids)); waiting for it"
     else
         log "  starting dockerd (log: $DOCKERD_LOG)"
         setsid nohup dockerd --host unix:///var/run/docker.sock \
@@ -114,7 +138,7 @@ step_engine() {
             tail -n 20 "$DOCKERD_LOG" >&2 2>/dev/null || true
             die "docker did not answer within ${DOCKER_START_TIMEOUT}s (see $DOCKERD_LOG)"
         fi
-        pgrep -x dockerd >/dev/null 2>&1 || {
+        [ -n "$(dockerd_pids)" ] || {
             tail -n 20 "$DOCKERD_LOG" >&2 2>/dev/null || true
             die "dockerd exited during start-up (see $DOCKERD_LOG)"
         }
@@ -125,13 +149,13 @@ step_engine() {
 
 # --- 2. base image ---------------------------------------------------------------------
 PARTIAL=""
+ROOTFS_NOTE=""
 cleanup_partial() {
     [ -n "$PARTIAL" ] || return 0
     # An interrupted debootstrap can leave proc/sys mounted inside the target.
     local mnt
-    for mnt in $(awk -v p="$PARTIAL/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r); do
-        umount -l "$mnt" 2>/dev/null || true
-    done
+    awk -v p="$PARTIAL/" 'index($2, p) == 1 {print $2}' /proc/mounts | sort -r |
+        while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
     rm -rf --one-file-system "$PARTIAL" "$PARTIAL.log"
     PARTIAL=""
 }
@@ -140,7 +164,7 @@ trap 'exit 130' INT TERM
 
 make_rootfs() {
     if [ -f "$ROOTFS_STAMP" ] && [ -d "$ROOTFS" ]; then
-        log "  rootfs cached at $ROOTFS"
+        ROOTFS_NOTE="cached rootfs $ROOTFS"
         return
     fi
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
@@ -155,6 +179,7 @@ make_rootfs() {
         die "debootstrap failed"
     fi
     rm -f "$PARTIAL.log"
+    ROOTFS_NOTE="debootstrapped into $ROOTFS"
     # Smaller image: no package caches or lists (apt-get update restores the lists).
     rm -rf "$PARTIAL"/var/cache/apt/archives/*.deb "$PARTIAL"/var/lib/apt/lists/* \
            "$PARTIAL"/var/log/*.log "$PARTIAL"/var/cache/debconf/*-old
@@ -174,7 +199,7 @@ for cert in pem.findall(open(sys.argv[2]).read()):
 PY
         if [ -s "$extra" ]; then
             cat "$extra" >>"$PARTIAL/etc/ssl/certs/ca-certificates.crt"
-            log "  added $(grep -c 'BEGIN CERT' "$extra") host CA certificate(s) to the image"
+            ROOTFS_NOTE="$ROOTFS_NOTE, +$(grep -c 'BEGIN CERT' "$extra") host CA cert(s)"
         else
             rm -f "$extra"
         fi
@@ -191,20 +216,25 @@ step_base() {
         return
     fi
     if [ "$PYVER" != "$DEBIAN_PY" ]; then
-        die "python3 here is $PYVER, but the locally built $BASE_TAG can only be Debian bookworm's python $DEBIAN_PY; run with a python3 $DEBIAN_PY first on PATH, or load a real $BASE_TAG image (docker load)"
+        die "$PYTHON here is $PYVER, but the locally built $BASE_TAG can only be Debian bookworm's python $DEBIAN_PY; use a python $DEBIAN_PY (PYTHON=...), or load a real $BASE_TAG image (docker load)"
     fi
     make_rootfs
     [ -x "$ROOTFS/usr/bin/python3" ] || die "cached rootfs $ROOTFS has no python3; remove $ROOTFS_STAMP and rerun"
+    local got old
+    old="$(image_id "$BASE_TAG")"
     tar -C "$ROOTFS" --numeric-owner -c . | docker import \
         --change 'CMD ["python3"]' \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'LABEL org.straightline.local-build=debootstrap-bookworm' \
         - "$BASE_TAG" >/dev/null
-    local got
+    if [ -n "$old" ] && [ "$old" = "$(image_id busybox:latest)" ]; then
+        docker tag "$BASE_TAG" busybox:latest  # keep busybox:latest on the current base
+    fi
+    drop_superseded "$old" "$BASE_TAG"
     got="$(docker run --rm "$BASE_TAG" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     [ "$got" = "$PYVER" ] || die "$BASE_TAG runs python $got, expected $PYVER"
-    log "base: built $BASE_TAG (python $got) ($((SECONDS - t0))s)"
+    log "base: built $BASE_TAG (python $got; $ROOTFS_NOTE) ($((SECONDS - t0))s)"
 }
 
 # --- 3. busybox ------------------------------------------------------------------------
@@ -239,12 +269,14 @@ step_lambda() {
         log "lambda: $LAMBDA_TAG present and current"
         return
     fi
-    local out
+    local out old
+    old="$(image_id "$LAMBDA_TAG")"
     if ! out="$(docker build -q --build-arg "BASE_IMAGE=$BASE_TAG" \
                  --label "straightline.context-hash=$want" -t "$LAMBDA_TAG" "$LAMBDA_CONTEXT" 2>&1)"; then
         printf '%s\n' "$out" >&2
         die "building $LAMBDA_TAG failed"
     fi
+    drop_superseded "$old" "$LAMBDA_TAG"
     log "lambda: built $LAMBDA_TAG ($((SECONDS - t0))s)"
 }
 

@@ -12,6 +12,7 @@
 """
 
 from .api import deploy
+from .calibration import Calibration, calibrate
 from .config import configure, settings
 from .errors import (CallTimeout, PackagingError, PayloadTooLarge, PlacementError, RemoteError,
                      StraightLineError, TargetFailure, TargetUnavailable)
@@ -21,7 +22,7 @@ from .targets.base import Resources
 __version__ = "0.1.0"
 
 __all__ = [
-    "deploy", "configure", "settings", "deployments", "Deployment", "Sample", "Resources",
+    "deploy", "calibrate", "Calibration", "configure", "settings", "deployments", "Deployment", "Sample", "Resources",
     "StraightLineError", "PackagingError", "PlacementError", "PayloadTooLarge",
     "TargetUnavailable", "TargetFailure", "RemoteError", "CallTimeout",
 ]

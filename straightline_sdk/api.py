@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
 from .packaging import content_hash, package_function
 from .targets.base import Resources
@@ -67,7 +68,6 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         if prewarm:
             dep.prewarm()
         if calibrate:
-            from .calibration import calibrate as run_calibration
             run_calibration(dep)
     except BaseException:
         dep.undeploy()

@@ -82,6 +82,8 @@ class Thresholds:
 
 
 def human_bytes(n: float) -> str:
+    if n >= 1 << 40:
+        return "∞"
     for unit, size in (("GB", 1024 ** 3), ("MB", MB), ("KB", 1024)):
         if n >= size:
             value = n / size

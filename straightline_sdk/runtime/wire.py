@@ -11,6 +11,8 @@ Messages:
 - request:  a list of calls, each ``(args, kwargs)``; a single call is a list of one.
 - response: a list of outcomes in the same order, each ``(True, value)`` or
   ``(False, error_info)`` where error_info is a dict (see ``runtime.execute``).
+- echo:     ``(ECHO, padding, response_bytes)`` runs nothing and answers
+  ``response_bytes`` zero bytes: calibration measures a target's transport with it.
 
 HTTP (worker): ``POST /invoke`` takes and returns frames; ``POST /json`` takes
 ``{"args": [...], "kwargs": {...}}`` and returns ``{"result": ...}`` or
@@ -32,6 +34,8 @@ ALIGN = 64
 OUT_OF_BAND_MIN = 64 * 1024
 FRAME_CONTENT_TYPE = "application/x-straightline-frame"
 TOKEN_ENV = "STRAIGHTLINE_TOKEN"
+
+ECHO = "straightline-echo"
 
 _U32 = struct.Struct("<I")
 
@@ -71,6 +75,11 @@ def encode(obj) -> tuple[list, int]:
                 segments.append(bytes(pad))
                 total += pad
     return segments, total
+
+
+def echo_request(request_bytes: int, response_bytes: int) -> tuple[list, int]:
+    """A request frame of about ``request_bytes`` that asks for ``response_bytes`` back."""
+    return encode((ECHO, bytearray(request_bytes), response_bytes))
 
 
 def encode_bytes(obj) -> bytes:

@@ -86,7 +86,7 @@ def load_handler(name):
 def run_handler(handler_name, raw_event, request_id, deadline):
     """Call the handler; return (payload JSON, exit code). Runs in the child."""
     # Import order as in Lambda: the code, then the layers.
-    layer_site = "/opt/python/lib/python%d.%d/site-packages" % sys.version_info[:2]
+    layer_site = f"/opt/python/lib/python{sys.version_info[0]}.{sys.version_info[1]}/site-packages"
     for path in ("/opt/python", layer_site, TASK_ROOT):
         if path not in sys.path:
             sys.path.insert(0, path)
@@ -131,7 +131,7 @@ def child(write_fd, handler_name, raw_event, request_id, deadline):
     data = payload.encode("utf-8")
     view = memoryview(bytes([code]) + len(data).to_bytes(8, "big") + data)
     while view:
-        view = view[os.write(write_fd, view):]
+        view = view[os.write(write_fd, view) :]
     os._exit(code)
 
 
@@ -187,7 +187,8 @@ def main(argv):
         code = 1
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            how = "signal: killed" if sig == signal.SIGKILL else f"signal: {signal.Signals(sig).name}"
+            name = "killed" if sig == signal.SIGKILL else signal.Signals(sig).name
+            how = f"signal: {name}"
         else:
             how = f"exit status {os.waitstatus_to_exitcode(status)}"
         message = f"RequestId: {request_id} Error: Runtime exited with error: {how}"

@@ -1,0 +1,132 @@
+"""``straightline.calibrate(h)``: measure the deployment's targets, set F and D.
+
+Each available target is deployed (if it is not yet) and measured with this very
+deployment: its cold start (deploy plus first answer), and warm echo requests of
+several sizes (the runtime answers them without calling the function: this
+measures the transport, the function's own runtime comes from the profile). The
+crossovers of the fitted curves (placement/calibration.py) become the
+deployment's thresholds. The result is stored with the deployment and on disk
+under its content key, so a re-run cell or a restarted kernel does not measure
+again unless asked (``force=True``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from .placement import LOCAL, MB, Thresholds, human_bytes
+from .placement.calibration import CostCurve, crossovers, fit
+from .runtime import wire
+
+SIZES = (0, 64 * 1024, 1 * MB, 4 * MB, 16 * MB)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    thresholds: Thresholds
+    curves: dict            # kind -> CostCurve
+    measured_at: float
+    runtime_s: float
+
+    def __str__(self) -> str:
+        th = self.thresholds
+        lines = [f"F = {th.rate:.4g} req/s, D = {human_bytes(th.size)} ({th.basis})",
+                 f"{'target':<8} {'overhead':>10} {'per MB':>10} {'cold start':>11}  points"]
+        for kind, c in self.curves.items():
+            cold = f"{c.cold_start_s:.2f} s" if c.cold_start_s is not None else "-"
+            pts = ", ".join(f"{human_bytes(s)}: {t * 1000:.2f} ms" for s, t in c.points)
+            lines.append(f"{kind:<8} {c.overhead_s * 1000:>7.2f} ms {c.per_mb_s * 1000:>7.2f} ms "
+                         f"{cold:>11}  {pts}")
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({"thresholds": asdict(self.thresholds), "measured_at": self.measured_at,
+                           "runtime_s": self.runtime_s,
+                           "curves": {k: asdict(c) for k, c in self.curves.items()}})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Calibration":
+        data = json.loads(text)
+        curves = {k: CostCurve(**{**c, "points": tuple(tuple(p) for p in c["points"])})
+                  for k, c in data["curves"].items()}
+        return cls(Thresholds(**data["thresholds"]), curves, data["measured_at"], data["runtime_s"])
+
+
+def _cache_path(key: str) -> str:
+    root = os.environ.get("STRAIGHTLINE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "straightline")
+    return os.path.join(root, "calibration", f"{key[:32]}.json")
+
+
+def _median_latency(target, size: int, repeats: int) -> float:
+    segments, total = wire.echo_request(size, 64)
+    samples = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        target.invoke(segments, total, None)
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def measure(h, kind: str, sizes=SIZES, repeats: int = 9) -> CostCurve:
+    """Deploy ``kind`` for ``h`` if needed and fit its cost curve."""
+    state = h._get_plan().states[kind]
+    cold = None
+    target = h.deployed_targets.get(kind)
+    if target is None:
+        t0 = time.perf_counter()
+        target = h._deploy(kind)
+        target.invoke(*wire.echo_request(0, 0), None)
+        cold = time.perf_counter() - t0
+    limit = state.limits.max_request_bytes
+    usable = [s for s in sizes if limit is None or s + 1024 <= limit]
+    target.invoke(*wire.echo_request(0, 0), None)  # warm
+    points = tuple((s, _median_latency(target, s, repeats if s < 4 * MB else max(3, repeats // 3)))
+                   for s in usable)
+    return fit(kind, points, max_request_bytes=limit, cold_start_s=cold,
+               concurrency=target.concurrency)
+
+
+def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9) -> Calibration:
+    """Measure ``h``'s available targets and set its thresholds F and D.
+
+    Returns the Calibration (print it for the numbers behind the thresholds).
+    """
+    if h.calibration is not None and not force:
+        return h.calibration
+    path = _cache_path(h.deploy_key)
+    if not force and os.path.exists(path):
+        try:
+            with open(path) as f:
+                result = Calibration.from_json(f.read())
+            _apply(h, result)
+            return result
+        except (OSError, ValueError, TypeError, KeyError):
+            pass  # a stale or damaged cache: measure again
+    plan = h._get_plan()
+    curves = {}
+    for kind, state in plan.states.items():
+        if state.available and kind not in plan.static_excluded:
+            curves[kind] = measure(h, kind, sizes, repeats)
+    profile = h.profile
+    local = curves.get(LOCAL)
+    found = crossovers(curves, runtime_s=profile.runtime_s if profile else 0.0,
+                       request_bytes=profile.request_bytes if profile else 0,
+                       local_concurrency=(local.concurrency or 1) if local else 1)
+    result = Calibration(found.thresholds, curves, time.time(),
+                         profile.runtime_s if profile else 0.0)
+    _apply(h, result)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(result.to_json())
+    return result
+
+
+def _apply(h, result: Calibration) -> None:
+    h.calibration = result
+    h.thresholds_override = result.thresholds
+    h._last_decision = None
