@@ -37,9 +37,10 @@ class RateEstimator:
         if now is None:
             now = monotonic()
         with self._lock:
-            times = self._times
-            for _ in range(count):
-                times.append(now)
+            if count == 1:
+                self._times.append(now)
+            else:
+                self._times.extend([now] * min(count, self._times.maxlen))
             return self._rate(now)
 
     def rate(self, now: float | None = None) -> float:
