@@ -213,11 +213,12 @@ def test_fit_anchors_the_overhead_at_the_smallest_request():
 def test_calibrating_the_local_target_sets_thresholds_consistent_with_its_curve(tmp_path, monkeypatch):
     monkeypatch.setenv("STRAIGHTLINE_CACHE_DIR", str(tmp_path))
 
-    @straightline.deploy(sample=(1,))
+    @straightline.deploy(sample=(1,), targets=["local"])
     def ident(x):
         return x
 
     result = straightline.calibrate(ident, sizes=(0, 256 * 1024, 2 * MB), repeats=5)
+    assert set(result.curves) == {"local"}
     curve = result.curves["local"]
     assert len(curve.points) == 3 and curve.overhead_s > 0
     th = ident.thresholds

@@ -16,7 +16,13 @@ unavailable the request falls through the "otherwise" chain, as in the paper.
 
 Ray (a cluster, beyond the paper) enters each chain after docker: it is the
 place for large data and batch work when no container is at hand, and it is
-never preferred to the paper's own tiers for single small requests.
+never preferred to the paper's own tiers for single small requests. One rule
+moves it up, for batch work beyond local capacity: a map chunk (batch > 1) that
+the local worker cannot take now (saturated, down or excluded) tries Ray before
+Docker, because a container on this machine shares the CPUs the local worker
+has used up while a cluster brings its own. The paper's first choice of each
+branch stays first (serverless for frequent-small, Docker for large data), and
+constraints still filter first: a GPU need only Ray meets goes to Ray.
 """
 
 from __future__ import annotations
@@ -50,6 +56,17 @@ ORDERS = {
     LARGE: (CONTAINER, CLUSTER, LOCAL, SERVERLESS),
     MODERATE: (LOCAL, CONTAINER, CLUSTER, SERVERLESS),
 }
+
+
+def _cluster_before_container(order: tuple) -> tuple:
+    if order[0] == CONTAINER:
+        return order   # large data: the paper's rule keeps Docker first
+    return tuple(CLUSTER if kind == CONTAINER else CONTAINER if kind == CLUSTER else kind
+                 for kind in order)
+
+
+#: the orders for batch work (map chunks): Ray before Docker after the first choice
+BATCH_ORDERS = {branch: _cluster_before_container(order) for branch, order in ORDERS.items()}
 
 
 def branch_of(rate: float, size: int, thresholds: Thresholds) -> str:
@@ -107,6 +124,10 @@ class Decision:
             lines.append(f"{preferred} is not among the allowed targets")
         lines += [f"{kind} excluded: {why}" for kind, why in self.excluded]
         lines += [f"{kind} passed over: {why}" for kind, why in self.passed_over]
+        if self.batch > 1 and self.target == CLUSTER and self.branch in (MODERATE, FREQUENT_SMALL):
+            lines.append(f"a batch of {self.batch} items beyond local capacity → {CLUSTER} before "
+                         f"{CONTAINER}: a container here shares the CPUs the local worker has used "
+                         f"up, the cluster brings its own")
         if self.queued:
             lines.append(f"every candidate is saturated → waits for {self.target}")
         elif self.target != preferred:
@@ -137,7 +158,7 @@ class Plan:
     in-flight counts are read live from the TargetState objects.
     """
 
-    __slots__ = ("features", "states", "pinned", "static_excluded", "candidates")
+    __slots__ = ("features", "states", "pinned", "static_excluded", "candidates", "batch_candidates")
 
     def __init__(self, features: Features, states: dict[str, TargetState], pinned: str | None = None):
         self.features = features
@@ -154,6 +175,10 @@ class Plan:
             branch: tuple(kind for kind in order if kind in states)
             for branch, order in orders.items()
         }
+        self.batch_candidates = self.candidates if pinned is not None else {
+            branch: tuple(kind for kind in order if kind in states)
+            for branch, order in BATCH_ORDERS.items()
+        }
 
     def decide(self, rate: float, request_bytes: int, thresholds: Thresholds, *,
                batch: int = 1, avoid: tuple = ()) -> Decision:
@@ -165,7 +190,7 @@ class Plan:
         passed_over = None
         saturated_first = None
         request_total = request_bytes * batch
-        for kind in self.candidates[branch]:
+        for kind in (self.batch_candidates if batch > 1 else self.candidates)[branch]:
             state = states[kind]
             if kind in static_excluded:
                 excluded = (excluded or []) + [(kind, static_excluded[kind])]

@@ -66,6 +66,9 @@ class Target:
         self.spec = spec
         self.progress = progress
         self.cold = True   # the next call is the first on a fresh deployment
+        # Targets that learn per call whether it started cold (Lambda's Init
+        # Duration) set this after each invoke; the router prefers it to ``cold``.
+        self.last_call_cold: bool | None = None
 
     @classmethod
     def probe(cls, options: dict) -> Probe:
@@ -76,6 +79,11 @@ class Target:
 
     def invoke(self, segments: list, total: int, timeout: float | None) -> bytes | bytearray:
         raise NotImplementedError
+
+    def invoke_chunk(self, segments: list, total: int, timeout: float | None) -> bytes | bytearray:
+        """One chunk of a map. Targets with a better way to fan out many calls
+        override it (Ray: tasks across the cluster instead of the warm actor)."""
+        return self.invoke(segments, total, timeout)
 
     def health(self) -> tuple[bool, str]:
         raise NotImplementedError

@@ -22,7 +22,7 @@ from ..errors import TargetFailure, TargetUnavailable
 from ..placement import Limits
 from ..runtime import wire
 from .base import Probe, Target
-from .http import WorkerClient
+from .http import WorkerClient, invoke_worker, worker_health
 
 
 def _available_memory_mb() -> int | None:
@@ -126,7 +126,14 @@ class LocalTarget(Target):
                 f"the local worker for {self.spec.name!r} did not become ready in {timeout_s:.0f} s: "
                 f"{exc}. Its last output:\n{self.logs(20)}", target=self.kind) from None
 
-    def _dead_worker(self) -> TargetFailure | None:
+    def _dead_worker(self, grace_s: float = 0.0) -> TargetFailure | None:
+        """Why the worker is gone, or None. ``grace_s``: after a failed connection,
+        give a worker that was just killed a moment to be reaped before deciding."""
+        if self.proc is not None and grace_s:
+            try:
+                self.proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc is not None and self.proc.poll() is not None:
             return TargetFailure(
                 f"the local worker for {self.spec.name!r} has exited (exit code "
@@ -137,37 +144,13 @@ class LocalTarget(Target):
     def invoke(self, segments, total, timeout):
         if self.client is None:
             raise TargetFailure("the local worker is not deployed", target=self.kind)
-        try:
-            response = self.client.request("POST", "/invoke", segments, total,
-                                           content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout)
-        except TargetFailure as exc:
-            dead = self._dead_worker()
-            if dead is not None:
-                dead.may_have_run = exc.may_have_run
-                raise dead from exc
-            raise
-        if response.status == 200:
-            self.cold = False
-            return response.body
-        if response.status == 503:
-            raise TargetFailure("the local worker is saturated", target=self.kind, may_have_run=False)
-        raise TargetFailure(f"the local worker answered HTTP {response.status}: "
-                            f"{bytes(response.body[:500]).decode(errors='replace')}",
-                            target=self.kind, may_have_run=response.status >= 500)
+        body = invoke_worker(self.client, segments, total, timeout, what="the local worker",
+                             dead=lambda: self._dead_worker(grace_s=0.2))
+        self.cold = False
+        return body
 
     def health(self) -> tuple[bool, str]:
-        dead = self._dead_worker()
-        if dead is not None:
-            return False, str(dead)
-        if self.client is None:
-            return False, "not deployed"
-        try:
-            response = self.client.get_json("/health", timeout=5.0)
-        except TargetFailure as exc:
-            return False, str(exc)
-        if response.status != 200:
-            return False, f"health check answered HTTP {response.status}"
-        return True, "ok"
+        return worker_health(self.client, self._dead_worker)
 
     def teardown(self) -> None:
         if self.client is not None:

@@ -1,0 +1,59 @@
+"""The Ray entry points: what runs inside Ray's worker processes.
+
+The Ray target wraps these with ``ray.remote`` on the client side, so this
+module needs no Ray import: ``FunctionHost`` is the warm actor for single calls,
+``run_frame`` the task for map chunks. Both take the same request frames as
+every other runtime and return the response frame as bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+
+from . import execute
+
+# Functions loaded by this worker process, by content hash: a task does not
+# unpickle the same function again for every chunk. Bounded, because one Ray
+# worker process may serve many deployments over its life.
+_LOADED_MAX = 8
+_loaded: OrderedDict = OrderedDict()
+_loaded_lock = threading.Lock()
+
+
+def _function(key: str, payload: bytes):
+    with _loaded_lock:
+        fn = _loaded.get(key)
+        if fn is not None:
+            _loaded.move_to_end(key)
+            return fn
+    fn = execute.load_function(payload)
+    with _loaded_lock:
+        _loaded[key] = fn
+        while len(_loaded) > _LOADED_MAX:
+            _loaded.popitem(last=False)
+    return fn
+
+
+def _respond(fn, body) -> bytes:
+    segments, _ = execute.handle_frame(fn, body)
+    return b"".join(segments)
+
+
+class FunctionHost:
+    """A warm process holding one deployed function (a Ray actor)."""
+
+    def __init__(self, key: str, payload: bytes):
+        self.fn = _function(key, payload)
+
+    def run(self, body) -> bytes:
+        return _respond(self.fn, body)
+
+    def ping(self) -> dict:
+        return {"pid": os.getpid(), "python": execute.python_version()}
+
+
+def run_frame(key: str, payload: bytes, body) -> bytes:
+    """One map chunk as a stateless Ray task."""
+    return _respond(_function(key, payload), body)

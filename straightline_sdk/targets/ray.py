@@ -1,0 +1,392 @@
+"""The Ray target: a Ray cluster, for work that outgrows one machine.
+
+Connection (Ray connects a process to one cluster at a time):
+- an address from ``configure(options={"ray": {"address": ...}})``,
+  STRAIGHTLINE_RAY_ADDRESS or RAY_ADDRESS: ``ray.init(address=...)``;
+- or the cluster this process is already connected to (the user's own ``ray.init()``);
+- or, only when asked with ``{"start_local": True}``, a new local cluster, shut
+  down when this process exits. A cluster is never started silently.
+
+A deployment puts the cloudpickled function in Ray's object store once. Single
+calls go to a warm actor (``runtime.ray_entry.FunctionHost``); map chunks go to
+Ray tasks (``runtime.ray_entry.run_frame``), which Ray's scheduler spreads over
+the cluster. Both move the same frames as every other target. Ray's own retries
+are off: a lost node, worker or actor is a TargetFailure and the router decides
+what to re-run, as on every target.
+
+Ray is optional (``pip install 'straightline-sdk[ray]'``) and imported only when
+a Ray target is probed with a configured cluster or deployed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import importlib.util
+import logging
+import os
+import socket
+import sys
+import threading
+
+from ..errors import CallTimeout, TargetFailure, TargetUnavailable
+from ..placement import MB, Limits
+from ..runtime import ray_entry
+from .base import Probe, Target
+
+log = logging.getLogger("straightline")
+
+INSTALL_HINT = "pip install 'straightline-sdk[ray]'"
+HOW_TO_CONNECT = (
+    "set RAY_ADDRESS (or STRAIGHTLINE_RAY_ADDRESS) to a running cluster's address, or "
+    "straightline.configure(options={'ray': {'address': 'HOST:6379'}}); to start a local "
+    "cluster instead: straightline.configure(options={'ray': {'start_local': True}})")
+NAMESPACE = "straightline"
+_NAME_PREFIX = "straightline-"
+
+_lock = threading.Lock()
+_started_here = False
+
+
+def _flag(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _address(options: dict) -> str | None:
+    return options.get("address") or os.environ.get("RAY_ADDRESS") or None
+
+
+def _connected_ray():
+    """The ray module when this process is connected to a cluster; never imports it."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return ray
+    return None
+
+
+def _shutdown_started_cluster() -> None:
+    global _started_here
+    ray = sys.modules.get("ray")
+    if _started_here and ray is not None and ray.is_initialized():
+        ray.shutdown()
+    _started_here = False
+
+
+def connect(options: dict):
+    """Connect this process to the configured cluster (or start a local one when
+    asked); returns the ray module. Raises TargetUnavailable saying what to do."""
+    global _started_here
+    if importlib.util.find_spec("ray") is None:
+        raise TargetUnavailable("Ray is not installed", target="ray", hint=INSTALL_HINT)
+    import ray
+
+    address = _address(options)
+    with _lock:
+        if ray.is_initialized():
+            current = ray.get_runtime_context().gcs_address
+            if address and not _same_cluster(address, current):
+                raise TargetUnavailable(
+                    f"this process is already connected to the Ray cluster at {current}, not the "
+                    f"configured {address}; Ray connects a process to one cluster at a time",
+                    target="ray", hint=f"configure address {current!r}, or call ray.shutdown() first")
+            return ray
+        try:
+            if address:
+                ray.init(address=address, namespace=NAMESPACE)
+            elif _flag(options.get("start_local")):
+                num_cpus = options.get("num_cpus")
+                ray.init(num_cpus=int(num_cpus) if num_cpus else None, include_dashboard=False,
+                         namespace=NAMESPACE)
+                _started_here = True
+                atexit.register(_shutdown_started_cluster)
+            else:
+                raise TargetUnavailable("no Ray cluster is configured", target="ray",
+                                        hint=HOW_TO_CONNECT)
+        except TargetUnavailable:
+            raise
+        except Exception as exc:
+            where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+            raise TargetUnavailable(f"cannot connect to {where}: {exc}", target="ray",
+                                    hint="check that the cluster is running (ray status) and that "
+                                         "its Ray and Python versions match this process's") from exc
+        return ray
+
+
+def _cluster_view(ray) -> tuple[Limits, dict]:
+    """Limits (what one call can get: the largest node) and capacity (totals, available)."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    largest = {"CPU": 0.0, "GPU": 0.0, "memory": 0.0}
+    for node in nodes:
+        res = node.get("Resources", {})
+        for key in largest:
+            largest[key] = max(largest[key], float(res.get(key, 0.0)))
+    total = ray.cluster_resources()
+    free = ray.available_resources()
+
+    def summary(res: dict) -> dict:
+        return {"cpus": float(res.get("CPU", 0.0)), "gpus": int(res.get("GPU", 0)),
+                "memory_mb": int(res.get("memory", 0) // MB)}
+
+    limits = Limits(
+        max_memory_mb=int(largest["memory"] // MB) or None, cpus=largest["CPU"] or None,
+        gpus=int(largest["GPU"]),
+        # Ray refuses a driver whose Python minor version differs from the cluster's.
+        pythons=frozenset({sys.version_info[:2]}),
+        sources=(f"Ray cluster at {ray.get_runtime_context().gcs_address}: largest of "
+                 f"{len(nodes)} alive node(s) from ray.nodes(); Python must match the driver's",),
+    )
+    capacity = {**summary(total), "available": summary(free), "nodes": len(nodes),
+                "address": ray.get_runtime_context().gcs_address}
+    return limits, capacity
+
+
+class RayTarget(Target):
+    kind = "ray"
+
+    def __init__(self, spec, progress=None):
+        super().__init__(spec, progress)
+        self.concurrency = int(spec.options["concurrency"]) if spec.options.get("concurrency") else None
+        self._ray = None
+        self._actor = None
+        self._task = None
+        self._payload_ref = None
+        self._address = ""
+        self._host: dict = {}
+
+    @classmethod
+    def probe(cls, options: dict) -> Probe:
+        if importlib.util.find_spec("ray") is None:
+            return Probe(False, "Ray is not installed", hint=INSTALL_HINT)
+        if _connected_ray() is None and not _address(options):
+            if _flag(options.get("start_local")):
+                # Not started yet (a probe never starts Ray): this machine is what it will get.
+                cpus = float(options.get("num_cpus") or os.cpu_count() or 1)
+                return Probe(True, limits=Limits(
+                    cpus=cpus, gpus=0, pythons=frozenset({sys.version_info[:2]}),
+                    sources=("a local Ray cluster, started at first deploy: this machine's CPUs",),
+                ), capacity={"cpus": cpus, "gpus": 0, "nodes": 1, "address": "local (not started)"})
+            return Probe(False, "no Ray cluster is configured", hint=HOW_TO_CONNECT)
+        try:
+            # connected already: checks the configured address; else connects to the
+            # running cluster at that address (connect starts one only without an address)
+            ray = connect(options)
+        except TargetUnavailable as exc:
+            return Probe(False, str(exc).splitlines()[0], hint=exc.hint or "")
+        limits, capacity = _cluster_view(ray)
+        return Probe(True, limits=limits, capacity=capacity)
+
+    # -- deployment -------------------------------------------------------------
+
+    def deploy(self) -> None:
+        ray = self._ray = connect(self.spec.options)
+        from ray import exceptions as rex
+
+        self._address = ray.get_runtime_context().gcs_address
+        package = self.spec.package
+        res = self.spec.resources
+        if self.concurrency is None:   # calls the cluster's CPUs run at once
+            self.concurrency = max(1, int(ray.cluster_resources().get("CPU", 1) // (res.cpus or 1)))
+        placement: dict = {"num_gpus": res.gpus or 0}
+        if res.memory_mb:
+            placement["memory"] = res.memory_mb * MB
+        runtime_env = self._runtime_env(ray)
+        if runtime_env:
+            placement["runtime_env"] = runtime_env
+        self._step("putting the function in the object store")
+        self._payload_ref = ray.put(package.payload)
+        actor_options = dict(placement, max_concurrency=self.concurrency, max_restarts=0)
+        if res.cpus is not None:
+            actor_options["num_cpus"] = res.cpus
+        if self.spec.keep:  # outlives this process; the same content finds the same actor
+            actor_options.update(name=f"{_NAME_PREFIX}{package.name}-{package.content_hash[:12]}",
+                                 namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
+        self._step("starting the actor")
+        self._actor = ray.remote(ray_entry.FunctionHost).options(**actor_options).remote(
+            package.content_hash, self._payload_ref)
+        # Ray retries off: the router decides what may run again (see docs/concepts.md).
+        self._task = ray.remote(ray_entry.run_frame).options(
+            num_cpus=res.cpus if res.cpus is not None else 1, max_retries=0, **placement)
+        start_timeout = float(self.spec.options.get("start_timeout_s", 120))
+        try:
+            self._host = ray.get(self._actor.ping.remote(), timeout=start_timeout)
+        except rex.GetTimeoutError:
+            self.teardown()
+            raise TargetUnavailable(
+                f"the Ray actor for {package.name!r} did not start within {start_timeout:.0f} s: the "
+                f"cluster may lack the resources it asks for ({self._asks()})", target=self.kind,
+                hint="check free resources with `ray status`, or lower Resources(...)") from None
+        except rex.RayError as exc:
+            self.teardown()
+            raise TargetUnavailable(
+                f"the Ray actor for {package.name!r} failed to start: {_first_line(exc)}",
+                target=self.kind, hint="if the function needs packages the cluster lacks, pass "
+                                       "requirements=[...] to deploy()") from exc
+
+    def _step(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.step(text)
+
+    def _asks(self) -> str:
+        res = self.spec.resources
+        parts = [f"{res.cpus:g} CPU" if res.cpus is not None else "1 CPU"]
+        if res.gpus:
+            parts.append(f"{res.gpus} GPU")
+        if res.memory_mb:
+            parts.append(f"{res.memory_mb} MB memory")
+        return ", ".join(parts)
+
+    def _runtime_env(self, ray) -> dict | None:
+        """Dependencies for a cluster whose nodes do not share this Python
+        environment; None for a cluster on this machine alone (same packages)."""
+        ship = self.spec.options.get("ship_dependencies")
+        if ship is None:
+            here = ray.get_runtime_context().get_node_id()
+            ship = any(n.get("Alive") and n.get("NodeID") != here for n in ray.nodes())
+        if not _flag(ship):
+            return None
+        import straightline_sdk
+        from ..packaging import dependencies
+
+        self._step("capturing the function's dependencies")
+        deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
+        return {"pip": list(deps.pins),   # cloudpickle (the runtime's dependency) included
+                # the runtime the actor and tasks import, from this very version of the SDK
+                "py_modules": [os.path.dirname(straightline_sdk.__file__)]}
+
+    # -- calls ---------------------------------------------------------------
+
+    def invoke(self, segments, total, timeout):
+        if self._actor is None:
+            raise TargetFailure("the Ray target is not deployed", target=self.kind)
+        return self._result(self._actor.run.remote(b"".join(segments)), timeout, "actor")
+
+    def invoke_chunk(self, segments, total, timeout):
+        """A map chunk: a Ray task, placed by Ray's scheduler anywhere in the cluster."""
+        if self._task is None:
+            raise TargetFailure("the Ray target is not deployed", target=self.kind)
+        ref = self._task.remote(self.spec.package.content_hash, self._payload_ref, b"".join(segments))
+        return self._result(ref, timeout, "task")
+
+    def _result(self, ref, timeout, via: str):
+        ray = self._ray
+        from ray import exceptions as rex
+        try:
+            body = ray.get(ref, timeout=timeout)
+        except rex.GetTimeoutError:
+            try:  # best effort: a queued task is dropped; a running actor call finishes unobserved
+                ray.cancel(ref)
+            except Exception as exc:
+                log.debug("ray.cancel after a timeout: %s", exc)
+            raise CallTimeout(f"the call did not finish within its {timeout:g} s time limit on the "
+                              f"ray target (Resources(timeout_s=...) sets it)") from None
+        except (rex.RuntimeEnvSetupError, rex.TaskUnschedulableError,
+                rex.ActorUnschedulableError) as exc:
+            raise TargetFailure(f"Ray could not run the call: {_first_line(exc)}", target=self.kind,
+                                may_have_run=False) from exc
+        except rex.RayTaskError as exc:
+            # handle_frame catches the user's exceptions, so this is the host failing
+            # before the function ran (e.g. it cannot be unpickled on that node).
+            raise TargetFailure(f"the Ray worker could not run {self.spec.name!r}: "
+                                f"{_first_line(exc)}", target=self.kind, may_have_run=False,
+                                hint="pass the packages it needs as requirements=[...]") from exc
+        except rex.RayError as exc:  # actor or worker died, node lost, object lost, system error
+            raise TargetFailure(
+                f"the Ray {via} serving {self.spec.name!r} was lost during the call ({type(exc).__name__}: "
+                f"{_reason(exc)}); the call may have started there", target=self.kind,
+                may_have_run=True,
+                hint="the next call starts a new actor; allow another target (targets=[...]) "
+                     "for automatic failover") from exc
+        self.cold = False
+        # writable, like every target's response: arrays rebuilt from it are not read-only
+        return bytearray(body)
+
+    def health(self) -> tuple[bool, str]:
+        if self._actor is None:
+            return False, "not deployed"
+        ray = _connected_ray()
+        if ray is None:
+            return False, "this process is no longer connected to the Ray cluster"
+        from ray import exceptions as rex
+        try:
+            ray.get(self._actor.ping.remote(), timeout=5.0)
+        except rex.GetTimeoutError:
+            return False, "the Ray actor did not answer a ping within 5 s"
+        except rex.RayError as exc:
+            return False, f"the Ray actor is gone: {_reason(exc)}"
+        return True, "ok"
+
+    def teardown(self) -> None:
+        actor, self._actor = self._actor, None
+        self._task = None
+        self._payload_ref = None   # dropping the last reference frees it in the object store
+        ray = _connected_ray()
+        if actor is not None and ray is not None:
+            ray.kill(actor)
+
+    # -- what the CLI sees ---------------------------------------------------------
+
+    @classmethod
+    def inventory(cls, options: dict) -> list[dict]:
+        """Actors left running with keep=True (named, detached) on the connected cluster."""
+        ray = _connected_ray()
+        if ray is None:
+            return []
+        from ..handle import deployments
+        live = {f"{_NAME_PREFIX}{d.name}-{d.spec.package.content_hash[:12]}" for d in deployments()}
+        items = []
+        for entry in ray.util.list_named_actors(all_namespaces=True):
+            if entry.get("namespace") == NAMESPACE and entry.get("name", "").startswith(_NAME_PREFIX):
+                name = entry["name"]
+                items.append({"kind": "ray", "id": name, "name": name,
+                              "owner": name[len(_NAME_PREFIX):].rsplit("-", 1)[0],
+                              "orphan": name not in live})
+        return items
+
+    @classmethod
+    def remove(cls, item: dict, options: dict) -> None:
+        ray = connect(options)
+        ray.kill(ray.get_actor(item["id"], namespace=NAMESPACE))
+
+    def describe(self) -> dict:
+        return {"address": self._address or None, "concurrency": self.concurrency,
+                "actor_pid": self._host.get("pid") if self._actor is not None else None,
+                "cluster": "started by this process" if _started_here else "connected"}
+
+
+def _same_cluster(configured: str, connected: str) -> bool:
+    """Whether a configured address names the cluster this process is connected to
+    (host names and this machine's own addresses compare equal; same port)."""
+    if configured in ("auto", "local", connected) or configured.startswith("ray://"):
+        return True
+    host, _, port = configured.rpartition(":")
+    current_host, _, current_port = connected.rpartition(":")
+    if port != current_port:
+        return False
+    try:
+        ips = {socket.gethostbyname(h) for h in (host, current_host)}
+    except OSError:
+        return host == current_host
+    return len(ips) == 1 or all(_is_this_machine(ip) for ip in ips)
+
+
+def _is_this_machine(ip: str) -> bool:
+    if ip.startswith("127."):
+        return True
+    with socket.socket() as probe:   # only an address of this machine can be bound
+        try:
+            probe.bind((ip, 0))
+        except OSError:
+            return False
+    return True
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    """Ray's explanation of a death: its last line says why (killed, node died, OOM)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
