@@ -138,7 +138,7 @@ class Deployment:
         with Progress(f"{self.name}.map", total=n, enabled=progress) as bar, \
                 ThreadPoolExecutor(max_workers=workers, thread_name_prefix="straightline-map") as pool:
             bar.advance(start)
-            futures = {pool.submit(self._send, [(args, kw) for args in chunk], len(chunk)): (i, chunk)
+            futures = {pool.submit(self._send, [(args, kw) for args in chunk], len(chunk), True): (i, chunk)
                        for i, chunk in chunks}
             pending = set(futures)
             while pending:
@@ -366,8 +366,8 @@ class Deployment:
 
     # -- the call path -----------------------------------------------------------
 
-    def _send(self, calls: list, n: int):
-        """Route one request of ``n`` calls; returns (outcomes, decision)."""
+    def _send(self, calls: list, n: int, chunk: bool = False):
+        """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision)."""
         self._check_open()
         segments, total = encode_request(calls)
         size = total // n
@@ -396,8 +396,11 @@ class Deployment:
                 target = self._targets.get(kind) or self._deploy(kind)
                 cold = target.cold
                 t0 = time.perf_counter()
-                body = target.invoke(segments, total, self.spec.resources.timeout_s)
+                body = (target.invoke_chunk if chunk else target.invoke)(
+                    segments, total, self.spec.resources.timeout_s)
                 latency = time.perf_counter() - t0
+                if target.last_call_cold is not None:
+                    cold = target.last_call_cold
             except TargetFailure as exc:
                 last_failure = exc
                 self.telemetry.record(kind, decision.branch, decision.fell_back, n, total, 0, 0.0,

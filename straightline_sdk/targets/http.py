@@ -16,6 +16,7 @@ import socket
 import threading
 
 from ..errors import CallTimeout, TargetFailure
+from ..runtime import wire
 
 
 class _Connection:
@@ -120,6 +121,45 @@ class WorkerClient:
             idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+
+def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | None, *,
+                  what: str, dead=lambda: None) -> bytearray:
+    """POST one request frame to a worker; the response frame. ``what`` names the
+    worker in errors ("the local worker"); ``dead()`` says why it is gone (a
+    TargetFailure) or None, and is asked only when the connection fails."""
+    try:
+        response = client.request("POST", "/invoke", segments, total,
+                                  content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout)
+    except TargetFailure as exc:
+        failure = dead()
+        if failure is not None:
+            failure.may_have_run = exc.may_have_run
+            raise failure from exc
+        raise
+    if response.status == 200:
+        return response.body
+    if response.status == 503:
+        raise TargetFailure(f"{what} is saturated", target=client.target, may_have_run=False)
+    raise TargetFailure(f"{what} answered HTTP {response.status}: "
+                        f"{bytes(response.body[:500]).decode(errors='replace')}",
+                        target=client.target, may_have_run=response.status >= 500)
+
+
+def worker_health(client: WorkerClient | None, dead=lambda: None) -> tuple[bool, str]:
+    """(healthy, why not) of a worker: its process first (``dead()``), then GET /health."""
+    failure = dead()
+    if failure is not None:
+        return False, str(failure)
+    if client is None:
+        return False, "not deployed"
+    try:
+        response = client.get_json("/health", timeout=5.0)
+    except TargetFailure as exc:
+        return False, str(exc)
+    if response.status != 200:
+        return False, f"health check answered HTTP {response.status}"
+    return True, "ok"
 
 
 def _send_all(sock: socket.socket, buffers: list) -> None:
