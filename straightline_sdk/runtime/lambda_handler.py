@@ -49,7 +49,8 @@ def _load() -> None:
         }
 
 
-_load()
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside Lambda, not on the client
+    _load()
 
 
 def handler(event, context=None):

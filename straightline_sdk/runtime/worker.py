@@ -144,6 +144,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         try:
             segments, total = execute.handle_frame(self.worker.fn, body)
+        except Exception as exc:  # the request itself could not be read here
+            self._send_json(422, {"error": f"the request could not be unpickled on this target "
+                                           f"({type(exc).__name__}: {exc}); if a module is missing, "
+                                           f"add it with deploy(..., requirements=[...])"})
+            return
         finally:
             self.worker.leave()
         self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)

@@ -1,0 +1,664 @@
+"""The Docker target: the function in a container, on the local engine or on one
+reached through DOCKER_HOST (tcp:// or ssh://), via the docker SDK.
+
+deploy: capture the dependencies, build (or find) the content-hashed images
+(packaging/docker_context.py), then adopt a healthy running container of the
+same content and settings, or start one: detached, ``init=True`` (Python as PID
+1 ignores SIGTERM), the worker's port published on 127.0.0.1 only (a remote
+engine: see ``publish_host``/``connect_host`` below), the token in its
+environment, ``straightline.*`` labels, limits from ``Resources``.
+
+A container outlives the process that started it only with ``keep=True`` or
+when that process died without running its exit hooks. A later process finds it
+by its labels. It needs the token to talk to it; labels are readable by anyone
+who can reach the engine, so the token is not derived from anything in them:
+it is kept in ``~/.cache/straightline/docker/workers/<container id>.json``
+(0600, folder 0700), which also records the process now using the container.
+
+Options (``configure(options={"docker": {...}})``, STRAIGHTLINE_DOCKER_<NAME>,
+or per deployment):
+    base_image       default python:<major>.<minor>-slim
+    docker_host      engine address; default DOCKER_HOST, else the local socket
+    publish_host     address the port is published on: 127.0.0.1 for a local
+                     engine, 0.0.0.0 for a remote one (its own 127.0.0.1 is not
+                     reachable from here)
+    connect_host     where this process connects: 127.0.0.1, or the remote
+                     engine's host name from DOCKER_HOST
+    concurrency      calls a container runs at once (default: its CPUs, >= 2)
+    start_timeout_s  how long to wait for the worker to answer (default 60)
+    gpus             GPUs the engine offers, for placement (the engine does not say)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from urllib.parse import urlsplit
+
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from ..errors import PackagingError, TargetFailure, TargetUnavailable
+from ..local_state import cache_dir, owner_alive, owner_tag, write_private
+from ..packaging import content_hash, docker_context
+from ..packaging.dependencies import capture, download_wheels
+from ..placement import MB, Limits
+from ..runtime import wire
+from .base import Probe, Target
+from .http import WorkerClient, invoke_worker, worker_health
+
+KIND = "docker"
+INSTALL_HINT = "pip install 'straightline-sdk[docker]'"
+
+# Labels on everything the SDK creates. Containers: role=worker; images: role=function
+# or role=dependencies. Nothing in them is secret.
+LABEL_ROLE = "straightline.role"
+LABEL_NAME = "straightline.name"        # the deployment's name
+LABEL_HASH = "straightline.hash"        # the image's content hash (containers: their image's)
+LABEL_DEPS = "straightline.deps"        # the dependencies image's content hash
+LABEL_CONFIG = "straightline.config"    # hash of content + name + resources + keep: adoptable?
+LABEL_OWNER = "straightline.owner"      # user@host:pid:start of the process that made it
+LABEL_KEEP = "straightline.keep"        # "true": outlives its owner on purpose
+LABEL_SDK = "straightline.sdk-version"
+ROLES = ("worker", "function", "dependencies")
+
+PROBE_TIMEOUT_S = 5
+API_TIMEOUT_S = 600           # image builds stream their output; a step may be quiet that long
+_LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+_clients: dict = {}
+_clients_lock = threading.Lock()
+
+
+def _docker_sdk():
+    try:
+        import docker
+    except ImportError:
+        return None
+    return docker
+
+
+def engine_address(options: dict) -> str:
+    return options.get("docker_host") or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def remote_host(options: dict) -> str | None:
+    """The engine's host name when it is on another machine, else None."""
+    url = urlsplit(engine_address(options))
+    if url.scheme in ("tcp", "ssh", "http", "https") and (url.hostname or "") not in _LOCAL_HOSTS:
+        return url.hostname
+    return None
+
+
+def _sdk_version() -> str:
+    from .. import __version__
+    return __version__
+
+
+def _client(options: dict, timeout: int = API_TIMEOUT_S):
+    """A docker SDK client for the engine the options name (cached per address)."""
+    docker = _docker_sdk()
+    if docker is None:
+        raise TargetUnavailable("the docker Python SDK is not installed", target=KIND,
+                                hint=INSTALL_HINT)
+    address = options.get("docker_host")
+    key = (address, os.environ.get("DOCKER_HOST"), timeout)
+    with _clients_lock:
+        client = _clients.get(key)
+    if client is not None:
+        return client
+    # ssh:// goes through the system's ssh unless paramiko is installed
+    kwargs = {"timeout": timeout, "use_ssh_client": importlib.util.find_spec("paramiko") is None}
+    try:
+        client = (docker.DockerClient(base_url=address, **kwargs) if address
+                  else docker.from_env(**kwargs))
+        client.ping()
+    except Exception as exc:
+        raise TargetUnavailable(
+            f"no Docker engine answers at {engine_address(options)}: {_short(exc)}", target=KIND,
+            hint="start Docker (Docker Desktop, or `sudo systemctl start docker`; on these "
+                 "machines `bash scripts/setup-docker.sh`), or point DOCKER_HOST at an engine "
+                 "(ssh://user@host or tcp://host:2376)") from None
+    with _clients_lock:
+        _clients[key] = client
+    return client
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+def _platform(info: dict) -> str:
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(info.get("Architecture", ""),
+                                                          info.get("Architecture", "x86_64"))
+    return f"{(info.get('OSType') or 'linux').lower()}/{machine}"
+
+
+def _gpu_runtime(info: dict) -> bool:
+    return "nvidia" in (info.get("Runtimes") or {})
+
+
+def _capacity(info: dict, options: dict) -> dict:
+    gpus = int(options.get("gpus") or (1 if _gpu_runtime(info) else 0))
+    return {"memory_mb": int(info.get("MemTotal", 0)) // MB or None,
+            "cpus": float(info.get("NCPU") or 0) or None, "gpus": gpus}
+
+
+# -- the per-container record: token and current user of the container ---------------
+
+def _record_path(container_id: str) -> str:
+    return os.path.join(cache_dir("docker", "workers"), f"{container_id}.json")
+
+
+def _read_record(container_id: str) -> dict | None:
+    try:
+        with open(_record_path(container_id), "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_record(container_id: str, token: str) -> None:
+    write_private(_record_path(container_id),
+                  json.dumps({"token": token, "owner": owner_tag()}).encode())
+
+
+def _forget_record(container_id: str) -> None:
+    try:
+        os.unlink(_record_path(container_id))
+    except OSError:
+        pass
+
+
+def _owners(labels: dict, record: dict | None) -> list[str]:
+    return [o for o in (labels.get(LABEL_OWNER), (record or {}).get("owner")) if o]
+
+
+def _exit_reason(state: dict) -> str:
+    if state.get("OOMKilled"):
+        return "OOMKilled: it ran out of its memory limit"
+    code = state.get("ExitCode")
+    text = f"exit code {code}"
+    if isinstance(code, int) and code > 128:
+        try:
+            text += f", killed by {signal.Signals(code - 128).name}"
+        except ValueError:
+            pass
+    if state.get("Error"):
+        text += f", {state['Error']}"
+    return text
+
+
+class DockerTarget(Target):
+    kind = KIND
+
+    def __init__(self, spec, progress=None):
+        super().__init__(spec, progress)
+        self.options = dict(spec.options)
+        self.concurrency = int(self.options.get("concurrency") or 4)
+        self.docker = None
+        self.container = None
+        self.client: WorkerClient | None = None
+        self.image_tag = ""
+        self.image_hash = ""
+        self.adopted = False            # reused a running container rather than starting one
+        self.built: list[str] = []      # tags this deploy built (empty: everything was cached)
+        self.build_steps: list[tuple[str, bool]] = []   # (step, from the cache) of those builds
+        self._last_log = ""
+        self._stop_reason: tuple[str, str] | None = None   # (message, hint) once seen stopped
+
+    # -- availability ----------------------------------------------------------
+
+    @classmethod
+    def probe(cls, options: dict) -> Probe:
+        if _docker_sdk() is None:
+            return Probe(False, "the docker Python SDK is not installed", hint=INSTALL_HINT)
+        try:
+            info = _client(options, timeout=PROBE_TIMEOUT_S).info()
+        except TargetUnavailable as exc:
+            reason, _, hint = str(exc).partition("\n  What to do: ")
+            return Probe(False, reason, hint=hint)
+        except Exception as exc:
+            return Probe(False, f"the Docker engine at {engine_address(options)} did not answer "
+                                f"`docker info`: {_short(exc)}")
+        capacity = _capacity(info, options)
+        return Probe(True, limits=Limits(
+            max_memory_mb=capacity["memory_mb"], cpus=capacity["cpus"], gpus=capacity["gpus"],
+            pythons=frozenset({sys.version_info[:2]}),
+            sources=(f"docker info of the engine at {engine_address(options)}: MemTotal, NCPU, "
+                     f"Runtimes (GPUs: the gpus option, else 1 with an nvidia runtime)",),
+        ), capacity=capacity)
+
+    # -- deploy ----------------------------------------------------------------
+
+    def _step(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.step(text)
+
+    def deploy(self) -> None:
+        self.docker = _client(self.options)
+        info = self.docker.info()
+        platform = _platform(info)
+        resources = self.spec.resources
+        if resources.gpus and not _gpu_runtime(info):
+            raise TargetUnavailable(
+                f"{self.spec.name!r} needs {resources.gpus} GPU(s) but the Docker engine at "
+                f"{engine_address(self.options)} has no GPU runtime (nvidia)", target=KIND,
+                hint="install the NVIDIA Container Toolkit on the engine's host, or drop Resources(gpus=)")
+        cpus = resources.cpus or float(info.get("NCPU") or 2)
+        self.concurrency = int(self.options.get("concurrency") or max(2, math.ceil(cpus)))
+
+        base = docker_context.base_image(self.options)
+        base_id = self._base_image_id(base)
+        try:
+            deps = capture(None, self.spec.package, self.spec.requirements, platform=platform)
+        except PackagingError as exc:
+            raise TargetUnavailable(str(exc), target=KIND) from exc
+        deps_hash = docker_context.dependencies_hash(deps, base_id, platform)
+        deps_tag = docker_context.dependencies_tag(deps, base_id, platform)
+        self.image_hash = docker_context.function_hash(self.spec.package, deps_hash)
+        self.image_tag = f"{docker_context.image_name(self.spec.name)}:{self.image_hash[:12]}"
+        bind, connect = self._addresses()
+        config = content_hash(self.image_hash, self.spec.name, repr(resources), str(self.concurrency),
+                              bind, repr(self.spec.keep))
+        if self._adopt(config, connect):
+            return
+
+        labels = {LABEL_NAME: self.spec.name, LABEL_OWNER: owner_tag(), LABEL_SDK: _sdk_version()}
+        if not self._image_current(self.image_tag, self.image_hash):
+            if not self._image_current(deps_tag, deps_hash):
+                try:
+                    wheels = download_wheels(deps, platform, python=sys.version_info[:2],
+                                             progress=self.progress)
+                except PackagingError as exc:
+                    raise TargetUnavailable(str(exc), target=KIND) from exc
+                self._build(docker_context.dependencies_context(
+                    deps, wheels, base_image=base, base_image_id=base_id, platform=platform,
+                    labels={**labels, LABEL_ROLE: "dependencies"}))
+            self._build(docker_context.function_context(
+                self.spec.package, deps_tag=deps_tag, deps_hash=deps_hash,
+                labels={**labels, LABEL_ROLE: "function"}))
+        self._start(config, deps_hash, bind, connect)
+
+    def _addresses(self) -> tuple[str, str]:
+        remote = remote_host(self.options)
+        bind = self.options.get("publish_host") or ("0.0.0.0" if remote else "127.0.0.1")
+        connect = self.options.get("connect_host") or remote or "127.0.0.1"
+        return bind, connect
+
+    def _base_image_id(self, base: str) -> str:
+        docker = _docker_sdk()
+        try:
+            return self.docker.images.get(base).id
+        except docker.errors.ImageNotFound:
+            pass
+        self._step(f"pulling the base image {base}")
+        try:
+            return self.docker.images.pull(base).id
+        except Exception as exc:
+            raise TargetUnavailable(
+                f"the base image {base} is not on the Docker engine at "
+                f"{engine_address(self.options)} and cannot be pulled ({_short(exc)})", target=KIND,
+                hint=f"pull or load it there (`docker pull {base}`; on these machines "
+                     f"`bash scripts/setup-docker.sh` builds it), or choose another with "
+                     f"configure(options={{'docker': {{'base_image': ...}}}}) or "
+                     f"STRAIGHTLINE_DOCKER_BASE_IMAGE; its Python must be "
+                     f"{sys.version_info[0]}.{sys.version_info[1]}") from None
+
+    def _image_current(self, tag: str, digest: str) -> bool:
+        try:
+            image = self.docker.images.get(tag)
+        except _docker_sdk().errors.ImageNotFound:
+            return False
+        return image.labels.get(LABEL_HASH) == digest
+
+    def _build(self, context: docker_context.BuildContext) -> None:
+        """Build one image, a progress line per Dockerfile step; a failed build
+        raises with the failing step and its output."""
+        self._step(f"building {context.tag}")
+        step, output = "", []
+        try:
+            stream = self.docker.api.build(
+                fileobj=context.tar(), custom_context=True, tag=context.tag, labels=context.labels,
+                rm=True, forcerm=True, pull=False, decode=True)
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = "\n".join(output[-30:])
+                    raise TargetUnavailable(
+                        f"building the image {context.tag} failed at {step or 'the start'}:\n"
+                        f"{detail}\n{chunk['error'].strip()}", target=KIND,
+                        hint="fix what the step's output says (a missing wheel: add it with "
+                             "requirements=[...]); the base image must have python3 with pip")
+                for line in chunk.get("stream", "").splitlines():
+                    if line.startswith("Step "):
+                        step, output = line, []
+                        self.build_steps.append((line, False))
+                        self._step(line)
+                    elif line.strip():
+                        output.append(line)
+                        if "Using cache" in line and self.build_steps:
+                            self.build_steps[-1] = (self.build_steps[-1][0], True)
+        except TargetUnavailable:
+            raise
+        except Exception as exc:
+            raise TargetUnavailable(f"building the image {context.tag} failed at "
+                                    f"{step or 'the start'}: {_short(exc)}", target=KIND) from exc
+        self.built.append(context.tag)
+
+    def _container_name(self) -> str:
+        return f"straightline-{self.image_tag.split('/', 1)[1].replace(':', '-')}-{secrets.token_hex(3)}"
+
+    def _start(self, config: str, deps_hash: str, bind: str, connect: str) -> None:
+        resources = self.spec.resources
+        labels = {LABEL_ROLE: "worker", LABEL_NAME: self.spec.name, LABEL_HASH: self.image_hash,
+                  LABEL_DEPS: deps_hash, LABEL_CONFIG: config, LABEL_OWNER: owner_tag(),
+                  LABEL_KEEP: "true" if self.spec.keep else "false", LABEL_SDK: _sdk_version()}
+        limits: dict = {}
+        if resources.memory_mb:
+            # the same swap limit: a container over its memory is OOM-killed, not swapped
+            limits["mem_limit"] = limits["memswap_limit"] = f"{int(resources.memory_mb)}m"
+        if resources.cpus:
+            limits["nano_cpus"] = int(resources.cpus * 1e9)
+        if resources.gpus:
+            docker = _docker_sdk()
+            limits["device_requests"] = [docker.types.DeviceRequest(
+                count=int(resources.gpus), capabilities=[["gpu"]])]
+        self._step(f"starting a container of {self.image_tag}")
+        try:
+            self.container = self.docker.containers.run(
+                self.image_tag, detach=True, init=True, name=self._container_name(),
+                environment={wire.TOKEN_ENV: self.spec.token, "STRAIGHTLINE_NAME": self.spec.name,
+                             "STRAIGHTLINE_CONCURRENCY": str(self.concurrency)},
+                ports={f"{docker_context.WORKER_PORT}/tcp": (bind,)}, labels=labels, **limits)
+        except Exception as exc:
+            raise TargetUnavailable(f"the Docker engine could not start a container of "
+                                    f"{self.image_tag}: {_short(exc)}", target=KIND) from exc
+        _write_record(self.container.id, self.spec.token)
+        try:
+            self.client = WorkerClient(connect, self._published_port(), self.spec.token, target=KIND)
+            self._wait_ready(float(self.options.get("start_timeout_s", 60)))
+            self.client.close()
+            self.client = self._worker_client(connect, self.spec.token)
+        except BaseException:
+            self.teardown()
+            raise
+
+    def _worker_client(self, connect: str, token: str) -> WorkerClient:
+        """The client for the container's worker. On Linux with a local engine the
+        container's bridge address is tried first: Docker's userland port proxy
+        costs ~0.1-0.15 ms per call, the bridge nothing. The published port is
+        the fallback (Docker Desktop's VM hides bridge addresses)."""
+        port = self._published_port()
+        published = WorkerClient(connect, port, token, target=KIND)
+        direct = str(self.options.get("direct", "1")).lower() not in ("0", "false", "no", "off")
+        address = (self.container.attrs["NetworkSettings"].get("IPAddress") or "") if direct else ""
+        if not address or remote_host(self.options) or not sys.platform.startswith("linux"):
+            return published
+        bridge = WorkerClient(address, docker_context.WORKER_PORT, token, target=KIND)
+        try:
+            reachable = bridge.request("GET", "/health", timeout=0.5, authorize=False).status == 401
+        except Exception:   # unreachable, or not listening yet: the published port works anyway
+            reachable = False
+        if reachable:
+            published.close()
+            return bridge
+        bridge.close()
+        return published
+
+    def _published_port(self) -> int:
+        self.container.reload()
+        bindings = (self.container.attrs["NetworkSettings"]["Ports"] or {}).get(
+            f"{docker_context.WORKER_PORT}/tcp") or []
+        if not bindings:
+            state = self.container.attrs.get("State", {})
+            raise TargetUnavailable(
+                f"the container for {self.spec.name!r} has no published port "
+                f"({state.get('Status')}, {_exit_reason(state)}). Its last output:\n{self.logs(20)}",
+                target=KIND)
+        return int(bindings[0]["HostPort"])
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        @retry(stop=stop_after_delay(timeout_s), wait=wait_exponential(0.02, max=0.5),
+               retry=retry_if_exception_type(TargetFailure), reraise=True)
+        def ready():
+            failure = self._stopped(wait_s=0)
+            if failure is not None:
+                raise TargetUnavailable(str(failure), target=KIND)
+            response = self.client.get_json("/health", timeout=5.0)
+            if response.status != 200:
+                raise TargetUnavailable(f"the worker refused its own token (HTTP {response.status})",
+                                        target=KIND)
+            return response.json()
+
+        try:
+            health = ready()
+        except TargetFailure as exc:
+            raise TargetUnavailable(
+                f"the container for {self.spec.name!r} did not answer within {timeout_s:.0f} s: "
+                f"{exc}. Its last output:\n{self.logs(20)}", target=KIND,
+                hint="raise start_timeout_s, or check the engine's host (`docker ps`)") from None
+        python = str(health.get("python", ""))
+        if python and tuple(int(p) for p in python.split(".")[:2]) != sys.version_info[:2]:
+            raise TargetUnavailable(
+                f"the image's Python is {python}, this one is {sys.version.split()[0]}: cloudpickled "
+                f"functions need the same major.minor", target=KIND,
+                hint=f"use a base image with Python {sys.version_info[0]}.{sys.version_info[1]}, "
+                     f"e.g. {docker_context.default_base_image()}")
+
+    def _adopt(self, config: str, connect: str) -> bool:
+        """Use a healthy running container with the same content and settings that
+        no other live process uses (an earlier kernel's, kept or left behind)."""
+        me = owner_tag()
+        candidates = self.docker.containers.list(
+            filters={"label": [f"{LABEL_CONFIG}={config}", f"{LABEL_ROLE}=worker"],
+                     "status": "running"})
+        for container in candidates:
+            record = _read_record(container.id)
+            if record is None or not record.get("token"):
+                continue   # not started from this account on this machine: we cannot talk to it
+            if any(o != me and owner_alive(o) is not False for o in _owners(container.labels, record)):
+                continue   # another live process uses it
+            self.container = container
+            try:
+                client = self._worker_client(connect, record["token"])
+            except TargetUnavailable:
+                continue
+            ok, _ = worker_health(client)
+            if not ok:
+                client.close()
+                continue
+            _write_record(container.id, record["token"])
+            self.client, self.adopted = client, True
+            self._step(f"reusing the running container {container.short_id}")
+            return True
+        self.container = None
+        return False
+
+    # -- calls -------------------------------------------------------------------
+
+    def _stopped(self, wait_s: float = 2.0) -> TargetFailure | None:
+        """Why the container is not running (a TargetFailure), or None. A broken
+        connection can reach us a moment before the engine has the container's
+        exit, so this waits up to ``wait_s`` for the state to settle."""
+        container = self.container   # another thread's teardown may clear the attribute
+        if container is None:
+            return self._stop_failure()
+        deadline = time.monotonic() + wait_s
+        delay = 0.02
+        while True:
+            try:
+                container.reload()
+            except _docker_sdk().errors.NotFound:
+                return self._stop_failure() or TargetFailure(
+                    f"the container for {self.spec.name!r} was removed", target=KIND,
+                    hint="redeploy, or let the router fail over")
+            except Exception as exc:
+                return TargetFailure(f"the Docker engine does not answer about the container for "
+                                     f"{self.spec.name!r}: {_short(exc)}", target=KIND)
+            state = container.attrs.get("State", {})
+            if not state.get("Running") or state.get("OOMKilled"):
+                state = self._settled_state(container, state)
+                try:
+                    output = container.logs(tail=20).decode(errors="replace")
+                except Exception:
+                    output = self._last_log
+                self._stop_reason = (
+                    f"the container {container.short_id} for {self.spec.name!r} stopped "
+                    f"({_exit_reason(state)}). Its last output:\n{output}",
+                    "raise Resources(memory_mb=...)" if state.get("OOMKilled")
+                    else "redeploy, or let the router fail over")
+                return self._stop_failure()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _settled_state(self, container, state: dict, wait_s: float = 2.0) -> dict:
+        """The engine can record a SIGKILL exit before the kernel's OOM report for
+        it: with a memory limit, exit 137 waits (bounded) for OOMKilled or an
+        "oom" event of the container."""
+        if state.get("OOMKilled") or state.get("ExitCode") != 137 or not self.spec.resources.memory_mb:
+            return state
+        deadline = time.monotonic() + wait_s
+        while True:
+            now = time.time()
+            try:   # "until" as seconds.nanoseconds: an int in the future would block until then
+                ooms = list(self.docker.events(
+                    since=int(now) - 3600, until=f"{now:.9f}", decode=True,
+                    filters={"container": container.id, "event": "oom"}))
+                if ooms:
+                    return {**state, "OOMKilled": True}
+                container.reload()
+                state = container.attrs.get("State", state)
+            except Exception:
+                return state
+            if state.get("OOMKilled") or time.monotonic() >= deadline:
+                return state
+            time.sleep(0.1)
+
+    def _stop_failure(self) -> TargetFailure | None:
+        """The failure of a container seen stopped, for every call that saw it go."""
+        if self._stop_reason is None:
+            return None
+        message, hint = self._stop_reason
+        return TargetFailure(message, target=KIND, hint=hint)
+
+    def invoke(self, segments, total, timeout):
+        if self.client is None:
+            raise TargetFailure("the docker target is not deployed", target=KIND)
+        body = invoke_worker(self.client, segments, total, timeout,
+                             what=f"the container for {self.spec.name!r}", dead=self._stopped)
+        self.cold = False
+        return body
+
+    def health(self) -> tuple[bool, str]:
+        ok, detail = worker_health(self.client)
+        if ok:
+            return ok, detail
+        failure = self._stopped(wait_s=0)
+        return False, str(failure) if failure is not None else detail
+
+    def logs(self, tail: int = 100) -> str:
+        if self.container is None:
+            return self._last_log
+        try:
+            return self.container.logs(tail=tail, stdout=True, stderr=True).decode(errors="replace")
+        except Exception:
+            return self._last_log
+
+    def teardown(self) -> None:
+        """Remove the container; the images stay, for the next deploy."""
+        if self.client is not None:
+            self.client.close()
+        container, self.container = self.container, None
+        if container is None:
+            return
+        try:
+            self._last_log = container.logs(tail=200).decode(errors="replace")
+        except Exception:
+            pass
+        try:
+            container.remove(force=True)
+        except _docker_sdk().errors.NotFound:
+            pass
+        finally:
+            _forget_record(container.id)
+
+    def describe(self) -> dict:
+        return {"image": self.image_tag, "content_hash": self.image_hash[:12],
+                "container": self.container.short_id if self.container is not None else None,
+                "address": f"{self.client.host}:{self.client.port}" if self.client else None,
+                "engine": engine_address(self.options), "reused_container": self.adopted,
+                "built": list(self.built), "concurrency": self.concurrency}
+
+    # -- what the CLI sees -----------------------------------------------------------
+
+    @classmethod
+    def inventory(cls, options: dict) -> list[dict]:
+        """SDK-labelled containers and images on the engine. Orphan: no live
+        process owns it (a container: neither its starter nor its current user
+        runs, and it is not keep=True; an image: no owned container or image
+        needs it, and the process that built it is gone). Owners on other
+        machines cannot be checked: their things never count as orphans."""
+        docker = _client(options, timeout=60)
+        items: list[dict] = []
+        needed_images: set[str] = set()
+        needed_deps: set[str] = set()
+        for c in docker.containers.list(all=True, filters={"label": LABEL_ROLE}):
+            labels = c.labels
+            if labels.get(LABEL_ROLE) != "worker":
+                continue
+            record = _read_record(c.id)
+            owners = _owners(labels, record)
+            keep = labels.get(LABEL_KEEP) == "true"
+            orphan = not keep and all(owner_alive(o) is False for o in owners)
+            if not orphan:
+                needed_images.add(c.attrs.get("Image", ""))
+                needed_deps.add(labels.get(LABEL_DEPS, ""))
+            items.append({"kind": KIND, "type": "container", "id": c.short_id,
+                          "name": labels.get(LABEL_NAME, ""), "owner": owners[-1] if owners else "",
+                          "orphan": orphan, "keep": keep, "state": c.status,
+                          "hash": labels.get(LABEL_HASH, "")[:12], "remove_order": 0})
+        images = [i for i in docker.images.list(filters={"label": LABEL_ROLE})
+                  if i.labels.get(LABEL_ROLE) in ("function", "dependencies")]
+        for image in sorted(images, key=lambda i: i.labels.get(LABEL_ROLE) != "function"):
+            labels = image.labels
+            owner = labels.get(LABEL_OWNER, "")
+            role = labels.get(LABEL_ROLE)
+            if role == "function":
+                needed = image.id in needed_images
+            else:
+                needed = labels.get(LABEL_HASH) in needed_deps
+            orphan = not needed and owner_alive(owner) is False
+            if role == "function" and not orphan:
+                needed_deps.add(labels.get(LABEL_DEPS, ""))
+            items.append({"kind": KIND, "type": f"{role} image", "id": image.short_id.split(":")[-1],
+                          "name": ", ".join(image.tags) or labels.get(LABEL_NAME, ""),
+                          "owner": owner, "orphan": orphan, "keep": False, "state": "",
+                          "hash": labels.get(LABEL_HASH, "")[:12], "tags": list(image.tags),
+                          "remove_order": 1 if role == "function" else 2})
+        return items
+
+    @classmethod
+    def remove(cls, item: dict, options: dict) -> None:
+        docker = _client(options, timeout=60)
+        sdk = _docker_sdk()
+        try:
+            if item["type"] == "container":
+                container = docker.containers.get(item["id"])
+                container.remove(force=True)
+                _forget_record(container.id)
+            else:
+                for tag in item.get("tags") or [item["id"]]:
+                    docker.images.remove(tag)
+        except sdk.errors.NotFound:
+            pass
+        except sdk.errors.APIError as exc:
+            raise TargetUnavailable(f"the engine refused to remove {item['type']} {item['id']}: "
+                                    f"{exc.explanation or exc}", target=KIND) from None
