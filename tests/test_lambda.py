@@ -158,16 +158,21 @@ def test_deploy_then_invoke_runs_the_function_on_lambda(aws):
 
 
 @pytest.mark.aws
-def test_undeploy_deletes_the_function_unless_kept(aws):
+def test_undeploy_deletes_the_function_and_only_keep_outlives_the_process(aws):
     h = straightline.deploy(triple, target="lambda")
     name = h.deployed_targets["lambda"].function_name
     h.undeploy()
     names = [f["FunctionName"] for f in lambda_client().list_functions()["Functions"]]
     assert name not in names
     kept = straightline.deploy(triple, target="lambda", keep=True)
-    kept.undeploy()
+    gone = straightline.deploy(triple, name="not-kept", target="lambda")
+    gone_name = gone.deployed_targets["lambda"].function_name
+    straightline.handle._undeploy_all_at_exit()   # what interpreter exit runs
     names = [f["FunctionName"] for f in lambda_client().list_functions()["Functions"]]
-    assert name in names
+    assert name in names and gone_name not in names
+    kept.undeploy()                               # explicit: removed, kept or not
+    names = [f["FunctionName"] for f in lambda_client().list_functions()["Functions"]]
+    assert name not in names
 
 
 @pytest.mark.aws
@@ -175,6 +180,7 @@ def test_an_edit_then_redeploy_runs_the_new_code(aws):
     v1 = define("def scale(x):\n    return x * 10\n", "scale")
     h1 = straightline.deploy(v1, name="scale", target="lambda", keep=True)
     assert h1(2) == 20
+    straightline.handle._unregister(h1)   # the kernel restarts; the cell is edited and run again
     aws.clear()
     v2 = define("def scale(x):\n    return x * 100\n", "scale")
     h2 = straightline.deploy(v2, name="scale", target="lambda", keep=True)
@@ -190,7 +196,7 @@ def test_an_unchanged_redeploy_uploads_nothing(aws):
     assert h1(1)["value"] == 3
     name = h1.deployed_targets["lambda"].function_name
     before = lambda_client().get_function_configuration(FunctionName=name)
-    h1.undeploy()          # keep=True: the function stays, as when a notebook restarts
+    straightline.handle._unregister(h1)   # the kernel restarts: the kept function stays
     aws.clear()
     h2 = straightline.deploy(triple, target="lambda", keep=True)
     ops = aws.operations()
@@ -508,7 +514,7 @@ def test_gc_removes_only_the_sdks_orphaned_functions(aws, capsys):
                             Code={"ZipFile": code.getvalue()})
     live = straightline.deploy(triple, name="alive", target="lambda")
     kept = straightline.deploy(triple, name="kept", target="lambda", keep=True)
-    kept.undeploy()
+    straightline.handle._unregister(kept)   # as after its process ended: kept, owned by no one
     out = subprocess.run([sys.executable, "-c", ORPHAN_SCRIPT], capture_output=True, text=True,
                          timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
     assert "deployed" in out.stdout, out.stderr

@@ -658,7 +658,9 @@ class LambdaTarget(Target):
         return True, "ok"
 
     def teardown(self) -> None:
-        if self._control is None or self.spec.keep:
+        # an explicit undeploy removes the function, kept or not: keep=True only
+        # means that the process exiting does not (the handle skips kept ones then)
+        if self._control is None:
             return
         from botocore.exceptions import ClientError
         try:
