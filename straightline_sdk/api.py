@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from .calibration import calibrate as run_calibration
@@ -45,6 +46,12 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     resources = resources or Resources()
     sample = Sample.of(sample) if sample is not None else None
     package = package_function(fn, name)
+    if sample is not None:
+        # the far side must also unpickle the arguments (a numpy array for a
+        # function that never imports numpy): their modules are dependencies too
+        arg_modules = {type(v).__module__.partition(".")[0]
+                       for v in (*sample.args, *sample.kwargs.values())} - {"builtins"}
+        package = dataclasses.replace(package, module_names=package.module_names | arg_modules)
     key = content_hash(package.content_hash, repr(resources), repr(sorted(requirements or ())),
                        repr(target), repr(tuple(targets) if targets else None), repr(keep),
                        repr(idempotent))

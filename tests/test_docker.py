@@ -374,3 +374,18 @@ def test_gc_removes_orphans_and_nothing_else(engine, tmp_path, capsys):
     finally:
         stranger.remove(force=True)
         engine.containers.get(kept["container"]).remove(force=True)
+
+
+def _length(x):
+    return len(x)
+
+
+@pytest.mark.docker
+def test_argument_modules_from_the_sample_travel_and_a_missing_one_is_named(engine):
+    with_sample = straightline.deploy(_length, sample=(np.ones(3),), target="docker",
+                                      name="docker-arg-sample")
+    assert with_sample(np.ones(1000)) == 1000      # numpy is in the image: the sample said so
+    without = straightline.deploy(_length, target="docker", name="docker-arg-none")
+    with pytest.raises(TargetFailure, match="No module named 'numpy'.*requirements"):
+        without(np.ones(10))                       # pinned: the reason, not a hang or a crash
+    assert without([1, 2]) == 2                    # the container survived the bad request
