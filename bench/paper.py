@@ -47,7 +47,6 @@ import datetime
 import os
 import random
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 

@@ -8,6 +8,7 @@ because CI's own scripts must have started everything.
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -23,6 +24,16 @@ def need(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"missing under CI=true: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Wait for a condition, bounded (never a fixed sleep); returns whether it came true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,6 @@ Every test runs a real worker process."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ import requests
 import straightline_sdk as straightline
 from straightline_sdk import PackagingError, RemoteError, StraightLineError, TargetFailure
 from straightline_sdk.placement import LAMBDA_LIMITS
+from tests.conftest import wait_until
 from tests.support.inprocess import install
 
 SCALE = 3
@@ -31,16 +31,6 @@ SCALE = 3
 def local_only():
     """These tests are about the local target: no failing over to Docker."""
     straightline.configure(targets=["local"])
-
-
-def wait_until(predicate, timeout=10.0, interval=0.02):
-    """Wait for a condition, bounded; returns whether it came true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def worker_pid(h) -> int:

@@ -18,18 +18,8 @@ from straightline_sdk import TargetFailure
 from straightline_sdk.placement import (DEFAULT_THRESHOLDS, MB, Features, Limits, Plan,
                                         TargetState)
 from straightline_sdk.remote import RemoteTraceback
-from tests.conftest import need
+from tests.conftest import need, wait_until
 from tests.support.ray_cluster import ray_cluster  # noqa: F401  (the session fixture)
-
-
-def wait_until(predicate, timeout=20.0, interval=0.05):
-    """Wait for a condition, bounded; returns whether it came true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def use_cluster(address: str, **more) -> None:
@@ -103,7 +93,7 @@ def kill_actor(h) -> None:
     import ray
     target = h.deployed_targets["ray"]
     ray.kill(target._actor)
-    assert wait_until(lambda: not target.health()[0]), "the killed actor still answers"
+    assert wait_until(lambda: not target.health()[0], timeout=20), "the killed actor still answers"
 
 
 @pytest.mark.ray
@@ -167,7 +157,7 @@ def test_undeploy_kills_the_actor_and_leaves_the_cluster_running(ray_cluster):
             return True
         return False
 
-    assert wait_until(gone)
+    assert wait_until(gone, timeout=20)
     assert ray.is_initialized()
 
 

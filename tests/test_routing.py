@@ -16,9 +16,9 @@ import pytest
 
 import straightline_sdk as straightline
 from straightline_sdk import TargetFailure
-from straightline_sdk.placement import LAMBDA_LIMITS, MB, Limits
+from straightline_sdk.placement import LAMBDA_LIMITS, MB
 from straightline_sdk.placement.calibration import CostCurve, crossovers, fit, size_threshold
-from tests.conftest import need
+from tests.conftest import need, wait_until
 from tests.support.inprocess import install
 
 
@@ -85,7 +85,7 @@ def test_saturating_the_local_worker_sends_the_overflow_to_the_fallback(three_ti
     straightline.configure(rate_threshold=1e9)   # keep every call "moderate": local first
     futures = [wait_for.submit(1) for _ in range(5)]
     try:
-        assert _wait(lambda: sum(r.target == "docker" for r in wait_for.calls) >= 1
+        assert wait_until(lambda: sum(r.target == "docker" for r in wait_for.calls) >= 1
                      or wait_for.target_overview()["local"]["in_flight"] == 2)
     finally:
         release.touch()
@@ -252,11 +252,3 @@ def test_calibration_against_real_docker_is_consistent_with_the_measured_curves(
     else:
         assert docker.latency(d) < local.latency(d)
 
-
-def _wait(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
