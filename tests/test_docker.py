@@ -22,7 +22,7 @@ from straightline_sdk.packaging import dependencies, docker_context, package_fun
 from straightline_sdk.targets.docker import LABEL_ROLE, DockerTarget
 from straightline_sdk.targets.http import WorkerClient
 
-from .conftest import need
+from .conftest import need, wait_until
 
 try:
     import docker as docker_sdk
@@ -389,3 +389,34 @@ def test_argument_modules_from_the_sample_travel_and_a_missing_one_is_named(engi
     with pytest.raises(TargetFailure, match="No module named 'numpy'.*requirements"):
         without(np.ones(10))                       # pinned: the reason, not a hang or a crash
     assert without([1, 2]) == 2                    # the container survived the bad request
+
+
+def _echo_after_10_ms(x):
+    import time as t
+    t.sleep(0.01)
+    return x
+
+
+@pytest.mark.docker
+def test_a_container_killed_mid_map_loses_no_call_when_local_can_take_over(engine):
+    straightline.configure(size_threshold=1)    # every request is "large": Docker first
+    h = straightline.deploy(_echo_after_10_ms, sample=(0,), targets=["docker", "local"],
+                            name="docker-failover")
+    target = _target(h)
+    outcome: dict = {}
+
+    def run_map():
+        outcome["result"] = h.map(range(1000), chunksize=5)
+
+    mapper = threading.Thread(target=run_map)
+    mapper.start()
+    assert wait_until(lambda: sum(r.target == "docker" for r in h.calls) >= 5, timeout=60), \
+        "the map never reached the container"
+    engine.containers.get(target.container.id).kill()
+    mapper.join(timeout=120)
+    assert not mapper.is_alive(), "the map hung after the container was killed"
+    assert outcome["result"] == list(range(1000))          # complete, in order
+    records = h.calls
+    assert any(r.target == "docker" and r.outcome == "failed" for r in records)
+    assert any(r.target == "local" and r.fell_back for r in records)
+    assert sum(r.items for r in records if r.outcome == "ok") == 1000
