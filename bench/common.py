@@ -2,12 +2,9 @@
 and a chart under bench/results/, and finding out whether a target can be
 measured here (a column that cannot is skipped with the reason, never faked).
 
-Each benchmark starts with the same three lines, because bench/ray.py would
-otherwise shadow the ``ray`` package for a script run from this folder:
-
-    _HERE = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-    sys.path.insert(0, os.path.dirname(_HERE))
+The scripts import it as ``import common``: Python puts a script's own folder on
+``sys.path``. No file here may be named like a package the scripts import (ray,
+docker, ...), which is why the targets' own benchmarks are ``*_target.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +24,9 @@ from dataclasses import dataclass, field
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 RESULTS_DIR = os.path.join(BENCH_DIR, "results")
 ROOT = os.path.dirname(BENCH_DIR)
+# the scripts run from a plain clone too: the SDK (and tests/support) from this checkout
+if ROOT not in sys.path:
+    sys.path.insert(1, ROOT)
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -139,7 +139,6 @@ def docker_engine() -> tuple[bool, str]:
 def moto_lambda():
     """A moto server (the Lambda API over real HTTP, invocations in containers), with
     this process's AWS environment pointed at it. Yields (server, "") or (None, why not)."""
-    sys.path.insert(0, ROOT)
     try:
         from tests.support import moto_lambda as support
     except ImportError as exc:

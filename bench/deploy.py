@@ -18,19 +18,13 @@ ray.init itself is reported on its own line, not inside Ray's numbers.
 
 from __future__ import annotations
 
-import os
 import secrets
-import sys
 import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-# bench/ray.py would shadow the ray package: take this folder off the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
 
-from bench import common  # noqa: E402
+import common  # this script's folder is on sys.path
 
-import straightline_sdk as straightline  # noqa: E402
+import straightline_sdk as straightline
 
 
 def make_function(salt: str):

@@ -29,18 +29,14 @@ import subprocess
 import sys
 import time
 
+import common  # this script's folder is on sys.path
+
+import numpy
+
+import straightline_sdk as straightline
+from straightline_sdk.targets.http import WorkerClient
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# bench/ray.py would shadow the ray package: take this folder off the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-
-from bench import common  # noqa: E402
-
-import numpy  # noqa: E402
-
-import straightline_sdk as straightline  # noqa: E402
-from straightline_sdk.targets.http import WorkerClient  # noqa: E402
-
 MB = 1024 * 1024
 
 

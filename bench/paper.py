@@ -46,18 +46,14 @@ import csv
 import datetime
 import os
 import random
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import common  # this script's folder is on sys.path
+
+import straightline_sdk as straightline
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
-# bench/ray.py would shadow the ray package: take this folder off the path.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
-
-from bench import common  # noqa: E402
-
-import straightline_sdk as straightline  # noqa: E402
 
 TRACES = os.path.join(_HERE, "traces", "azure-llm-2023")
 STATIC = ("local", "docker", "lambda")

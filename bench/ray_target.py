@@ -1,6 +1,6 @@
 """Ray used directly vs. the SDK's Ray target, measured in the same run.
 
-    python bench/ray.py [--calls 2000] [--rounds 5]
+    python bench/ray_target.py [--calls 2000] [--rounds 5]
 
 Starts a local Ray cluster (2 CPUs) unless RAY_ADDRESS names one, then times a
 warm f(x) = x + 1 as: a Ray task round trip, a Ray actor call, the SDK's Ray
@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 
-# This file is named ray.py: its folder must not shadow the ray package.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
 
-import ray  # noqa: E402
+import ray
 
-import straightline_sdk as straightline  # noqa: E402
-from straightline_sdk.packaging import encode_request  # noqa: E402
+import straightline_sdk as straightline
+from straightline_sdk.packaging import encode_request
 
 
 def add_one(x):

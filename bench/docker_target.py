@@ -1,6 +1,6 @@
 """The Docker target next to the local target, on this machine's engine.
 
-    python bench/docker.py [--calls 2000] [--quick] [--dry-run]
+    python bench/docker_target.py [--calls 2000] [--quick] [--dry-run]
 
   warm call       p50 of a trivial f(x) = x + 1 through the handle, docker vs local,
                   measured in alternating blocks in the same run; goal: ratio <= 1.3
@@ -21,13 +21,10 @@ import tempfile
 import textwrap
 import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
 
-from bench import common  # noqa: E402
+import common  # this script's folder is on sys.path
 
-import straightline_sdk as straightline  # noqa: E402
+import straightline_sdk as straightline
 
 _REDEPLOY = textwrap.dedent("""
     import json, time, sys

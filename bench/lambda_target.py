@@ -1,6 +1,6 @@
 """Deploy and invoke times of the AWS Lambda target, measured against moto (NOT real AWS).
 
-    python bench/lambda.py [--calls 10] [--quick] [--dry-run]
+    python bench/lambda_target.py [--calls 10] [--quick] [--dry-run]
 
 Starts moto in server mode on 127.0.0.1 (its Lambda runs every invocation in a
 fresh Docker container of the stand-in runtime image; scripts/setup-docker.sh
@@ -20,19 +20,14 @@ the bundle. These numbers describe this machine with moto, not AWS.
 
 from __future__ import annotations
 
-import os
-import sys
 import textwrap
 import time
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
-sys.path.insert(0, os.path.dirname(_HERE))
 
-from bench import common  # noqa: E402
+import common  # this script's folder is on sys.path
 
-import straightline_sdk as straightline  # noqa: E402
-from straightline_sdk.packaging import lambda_zip, package_function  # noqa: E402
+import straightline_sdk as straightline
+from straightline_sdk.packaging import lambda_zip, package_function
 
 
 def define(source: str):
