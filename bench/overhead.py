@@ -74,7 +74,9 @@ class Floor:
 class Sdk:
     def __init__(self, kind: str):
         self.name = f"SDK {kind} target"
-        self.h = straightline.deploy(add_one, target=kind, name=f"bench_overhead_{kind}")
+        # numpy: the payload rows send arrays, which the far side must be able to unpickle
+        self.h = straightline.deploy(add_one, target=kind, name=f"bench_overhead_{kind}",
+                                     requirements=["numpy"])
         self.call = self.h
         self.map = self.h.map
 
@@ -197,10 +199,10 @@ def main() -> None:
     args = p.parse_args()
     if args.lithops_child:
         return lithops_child(json.loads(args.lithops_child))
-    calls, rounds, map_items, map_reps, lithops_calls, lithops_map = 1000, 5, 1000, 5, 10, 100
+    calls, rounds, map_items, map_reps, lithops_calls, lithops_map = 1000, 5, 1000, 5, 10, 1000
     payload_reps = {1 * MB: 60, 10 * MB: 20}
     if args.quick:
-        calls, rounds, map_reps, lithops_calls, lithops_map = 300, 3, 3, 3, 20
+        calls, rounds, map_reps, lithops_calls, lithops_map = 300, 3, 3, 3, 100
         payload_reps = {1 * MB: 20, 10 * MB: 8}
     if args.dry_run:
         calls, rounds, map_items, map_reps = 20, 1, 50, 1
@@ -297,7 +299,7 @@ def main() -> None:
         print(f"measuring {column}: {lithops_calls} calls, a {lithops_map}-item map ...", flush=True)
         try:
             got = Lithops(lithops_calls, lithops_map, {k: min(v, 3) for k, v in payload_reps.items()},
-                          limit_s=120 + 3 * lithops_map).measure()
+                          limit_s=120 + 0.6 * lithops_map).measure()
             variants[column] = None
             samples[column] = got["calls"]
             for size, values in got["payload"].items():
