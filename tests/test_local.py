@@ -434,12 +434,15 @@ def test_a_dead_worker_is_a_target_failure_then_redeployed():
     assert ident.stats()["local"]["failures"] == 1
 
 
-def test_timeout_is_a_clear_error():
+def test_a_call_past_its_time_limit_is_stopped_not_left_running():
     @straightline.deploy(sample=(0,), resources=straightline.Resources(timeout_s=0.5))
     def nap(seconds):
         time.sleep(seconds)
         return seconds
 
-    with pytest.raises(straightline.CallTimeout, match="0.5 s time limit"):
+    pid = worker_pid(nap)
+    with pytest.raises(straightline.CallTimeout, match="0.5 s time limit.*worker was replaced"):
         nap(3)
-    assert nap(0) == 0
+    assert not alive(pid)              # the runaway call's process is gone...
+    assert nap(0) == 0                 # ...and a fresh worker serves the next call
+    assert worker_pid(nap) != pid

@@ -15,10 +15,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ..errors import TargetFailure, TargetUnavailable
+from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
 from ..runtime import wire
 from .base import Probe, Target
@@ -55,6 +56,7 @@ class LocalTarget(Target):
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
         self._dir: str | None = None
+        self._replace_lock = threading.Lock()
 
     @classmethod
     def probe(cls, options: dict) -> Probe:
@@ -142,17 +144,33 @@ class LocalTarget(Target):
         return None
 
     def invoke(self, segments, total, timeout):
-        if self.client is None:
+        client = self.client
+        if client is None:
             raise TargetFailure("the local worker is not deployed", target=self.kind)
-        body = invoke_worker(self.client, segments, total, timeout, what="the local worker",
-                             dead=lambda: self._dead_worker(grace_s=0.2))
+        try:
+            body = invoke_worker(client, segments, total, timeout, what="the local worker",
+                                 dead=lambda: self._dead_worker(grace_s=0.2))
+        except CallTimeout as exc:
+            self._replace_worker(client)
+            raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
         self.cold = False
         return body
+
+    def _replace_worker(self, client: WorkerClient) -> None:
+        """Stop a call that ran past its time limit. A running Python function
+        cannot be interrupted from outside, so the worker process is killed and a
+        fresh one started; other calls in flight on it fail and, when idempotent,
+        are run again by the router."""
+        with self._replace_lock:
+            if self.client is not client:
+                return   # another call's timeout already replaced it
+            self.teardown(grace_s=0.5)
+            self.deploy()
 
     def health(self) -> tuple[bool, str]:
         return worker_health(self.client, self._dead_worker)
 
-    def teardown(self) -> None:
+    def teardown(self, grace_s: float = 5.0) -> None:
         if self.client is not None:
             self.client.close()
         proc, self.proc = self.proc, None
@@ -162,9 +180,12 @@ class LocalTarget(Target):
             except (ProcessLookupError, PermissionError):
                 proc.terminate()
             try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:   # busy in C code that holds the GIL
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    proc.kill()
                 proc.wait(timeout=5)
         if self._dir:
             # keep the log readable after teardown only in memory: remove the files
