@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import site
 import subprocess
 import sys
 import textwrap
@@ -193,9 +194,10 @@ _SCRIPT = textwrap.dedent("""
 
     h = straightline.deploy(score, target="docker", keep=(mode == "keep"), name=name)
     assert h(np.ones(5)) == 10.0
+    sdk_imported = "docker" in sys.modules   # before anything below looks at the container
     t = h.deployed_targets["docker"]
     print(json.dumps({"container": t.container.id, "image": t.image_tag, "built": t.built,
-                      "adopted": t.adopted}), flush=True)
+                      "adopted": t.adopted, "sdk_imported": sdk_imported}), flush=True)
     if mode == "orphan":
         os._exit(0)   # as a killed kernel: no exit hooks run
 """)
@@ -223,6 +225,7 @@ def test_unchanged_redeploy_after_a_kernel_restart_builds_and_starts_nothing(eng
         until = int(time.time()) + 1
         assert second["container"] == first["container"] and second["adopted"]
         assert second["built"] == []
+        assert first["sdk_imported"] and not second["sdk_imported"]   # the recorded shortcut
         assert _images_of(engine, ours) == images_before and first["image"] in images_before
         events = [e for e in engine.events(
                       since=since, until=until, decode=True,
@@ -236,6 +239,33 @@ def test_unchanged_redeploy_after_a_kernel_restart_builds_and_starts_nothing(eng
         assert tagged == []
     finally:
         engine.containers.get(first["container"]).remove(force=True)
+
+
+@pytest.mark.docker
+def test_a_stale_record_or_changed_packages_take_the_full_path(engine, tmp_path):
+    first = _run_script(tmp_path, "keep", "docker-record")
+    containers = [first["container"]]
+    folder = next(p for p in site.getsitepackages() if os.path.isdir(p))
+    stat = os.stat(folder)
+    try:
+        # a package installed or removed since: the shortcut is not trusted, the
+        # full path (dependency capture, labels) finds the same content and adopts it
+        os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        changed = _run_script(tmp_path, "keep", "docker-record")
+        assert changed["sdk_imported"] and changed["adopted"]
+        assert changed["container"] == first["container"]
+        # the recorded container removed behind the SDK's back: a new one is started
+        engine.containers.get(first["container"]).remove(force=True)
+        again = _run_script(tmp_path, "keep", "docker-record")
+        containers.append(again["container"])
+        assert again["container"] != first["container"] and not again["adopted"]
+    finally:
+        os.utime(folder, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        for container in containers:
+            try:
+                engine.containers.get(container).remove(force=True)
+            except docker_sdk.errors.NotFound:
+                pass
 
 
 def _version_one(salt: str):

@@ -31,12 +31,15 @@ or per deployment):
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import json
 import math
 import os
 import secrets
 import signal
+import site
+import socket
 import sys
 import threading
 import time
@@ -71,6 +74,9 @@ ROLES = ("worker", "function", "dependencies")
 PROBE_TIMEOUT_S = 5
 API_TIMEOUT_S = 600           # image builds stream their output; a step may be quiet that long
 _LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
+_START_ENGINE_HINT = ("start Docker (Docker Desktop, or `sudo systemctl start docker`; on these "
+                      "machines `bash scripts/setup-docker.sh`), or point DOCKER_HOST at an engine "
+                      "(ssh://user@host or tcp://host:2376)")
 _clients: dict = {}
 _clients_lock = threading.Lock()
 
@@ -121,12 +127,44 @@ def _client(options: dict, timeout: int = API_TIMEOUT_S):
     except Exception as exc:
         raise TargetUnavailable(
             f"no Docker engine answers at {engine_address(options)}: {_short(exc)}", target=KIND,
-            hint="start Docker (Docker Desktop, or `sudo systemctl start docker`; on these "
-                 "machines `bash scripts/setup-docker.sh`), or point DOCKER_HOST at an engine "
-                 "(ssh://user@host or tcp://host:2376)") from None
+            hint=_START_ENGINE_HINT) from None
     with _clients_lock:
         _clients[key] = client
     return client
+
+
+def _unix_socket_path(options: dict) -> str | None:
+    url = urlsplit(engine_address(options))
+    return url.path if url.scheme == "unix" and url.path else None
+
+
+def _engine_info(options: dict, timeout: float = PROBE_TIMEOUT_S) -> dict:
+    """The engine's ``docker info``. A local engine is asked over its socket
+    directly: a probe then costs milliseconds, where importing and connecting
+    the docker SDK costs ~0.2 s (on every deploy after a kernel restart)."""
+    path = _unix_socket_path(options)
+    if path is None:
+        return _client(options, timeout=int(timeout)).info()
+    conn = http.client.HTTPConnection("localhost", timeout=timeout)
+    try:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        conn.sock = sock
+        try:
+            sock.connect(path)
+            conn.request("GET", "/info")
+            response = conn.getresponse()
+            body = response.read()
+        except OSError as exc:
+            raise TargetUnavailable(
+                f"no Docker engine answers at {engine_address(options)}: {_short(exc)}", target=KIND,
+                hint=_START_ENGINE_HINT) from None
+        if response.status != 200:
+            raise TargetUnavailable(f"the Docker engine at {engine_address(options)} answered "
+                                    f"HTTP {response.status} to `docker info`", target=KIND)
+        return json.loads(body)
+    finally:
+        conn.close()
 
 
 def _short(exc: BaseException) -> str:
@@ -157,11 +195,7 @@ def _record_path(container_id: str) -> str:
 
 
 def _read_record(container_id: str) -> dict | None:
-    try:
-        with open(_record_path(container_id), "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):
-        return None
+    return _read_json(_record_path(container_id)) if container_id else None
 
 
 def _write_record(container_id: str, token: str) -> None:
@@ -174,6 +208,18 @@ def _forget_record(container_id: str) -> None:
         os.unlink(_record_path(container_id))
     except OSError:
         pass
+
+
+def _deployment_path(key: str) -> str:
+    return os.path.join(cache_dir("docker", "deployments"), f"{key[:32]}.json")
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read())
+    except (OSError, ValueError):
+        return None
 
 
 def _owners(labels: dict, record: dict | None) -> list[str]:
@@ -203,7 +249,9 @@ class DockerTarget(Target):
         self.options = dict(spec.options)
         self.concurrency = int(self.options.get("concurrency") or 4)
         self.docker = None
-        self.container = None
+        self._container = None          # the docker SDK's object, looked up when first needed
+        self._container_id: str | None = None
+        self._recorded_key = ""         # this deployment's record (see _adopt_recorded)
         self.client: WorkerClient | None = None
         self.image_tag = ""
         self.image_hash = ""
@@ -213,14 +261,36 @@ class DockerTarget(Target):
         self._last_log = ""
         self._stop_reason: tuple[str, str] | None = None   # (message, hint) once seen stopped
 
+    @property
+    def container(self):
+        """The container (docker SDK object). A deploy that adopted it from its
+        record knows only its id: the SDK is imported and asked on first use."""
+        if self._container is None and self._container_id is not None:
+            docker = _docker_sdk()
+            try:
+                self._container = _client(self.options).containers.get(self._container_id)
+            except docker.errors.NotFound:
+                self._stop_reason = (f"the container {self._container_id[:12]} for "
+                                     f"{self.spec.name!r} was removed",
+                                     "redeploy, or let the router fail over")
+                self._container_id = None
+            except Exception:   # the engine does not answer: nothing to look at now
+                return None
+        return self._container
+
+    @container.setter
+    def container(self, value) -> None:
+        self._container = value
+        self._container_id = value.id if value is not None else None
+
     # -- availability ----------------------------------------------------------
 
     @classmethod
     def probe(cls, options: dict) -> Probe:
-        if _docker_sdk() is None:
+        if importlib.util.find_spec("docker") is None:
             return Probe(False, "the docker Python SDK is not installed", hint=INSTALL_HINT)
         try:
-            info = _client(options, timeout=PROBE_TIMEOUT_S).info()
+            info = _engine_info(options)
         except TargetUnavailable as exc:
             reason, _, hint = str(exc).partition("\n  What to do: ")
             return Probe(False, reason, hint=hint)
@@ -242,6 +312,9 @@ class DockerTarget(Target):
             self.progress.step(text)
 
     def deploy(self) -> None:
+        self._recorded_key = self._record_key()
+        if self._adopt_recorded():
+            return
         self.docker = _client(self.options)
         info = self.docker.info()
         platform = _platform(info)
@@ -268,6 +341,7 @@ class DockerTarget(Target):
         config = content_hash(self.image_hash, self.spec.name, repr(resources), str(self.concurrency),
                               bind, repr(self.spec.keep))
         if self._adopt(config, connect):
+            self._remember()
             return
 
         labels = {LABEL_NAME: self.spec.name, LABEL_OWNER: owner_tag(), LABEL_SDK: _sdk_version()}
@@ -285,6 +359,7 @@ class DockerTarget(Target):
                 self.spec.package, deps_tag=deps_tag, deps_hash=deps_hash,
                 labels={**labels, LABEL_ROLE: "function"}))
         self._start(config, deps_hash, bind, connect)
+        self._remember()
 
     def _addresses(self) -> tuple[str, str]:
         remote = remote_host(self.options)
@@ -451,6 +526,54 @@ class DockerTarget(Target):
                 hint=f"use a base image with Python {sys.version_info[0]}.{sys.version_info[1]}, "
                      f"e.g. {docker_context.default_base_image()}")
 
+    def _record_key(self) -> str:
+        """What an unchanged redeploy has in common with the deploy that started the
+        container: the function's content, everything the deployment was given, the
+        engine, this Python, and the installed packages (a package installed or
+        removed changes the site-packages folders' modification times)."""
+        spec = self.spec
+        folders = [p for p in (*site.getsitepackages(), site.getusersitepackages()) if os.path.isdir(p)]
+        return content_hash(
+            spec.package.content_hash, repr(sorted(spec.package.module_names)), spec.name,
+            repr(sorted(spec.requirements)), repr(spec.resources), repr(spec.keep),
+            json.dumps(self.options, sort_keys=True, default=str), engine_address(self.options),
+            sys.version, repr([(p, os.stat(p).st_mtime_ns) for p in folders]))
+
+    def _remember(self) -> None:
+        entry = {"container": self._container_id, "host": self.client.host, "port": self.client.port,
+                 "image": self.image_tag, "hash": self.image_hash, "started_by": owner_tag()}
+        write_private(_deployment_path(self._recorded_key), json.dumps(entry).encode())
+
+    def _adopt_recorded(self) -> bool:
+        """The shortcut for an unchanged redeploy (a re-run cell, a restarted kernel):
+        the container this deployment's record names still answers, with its
+        token, as this function. No engine call and no docker SDK: that costs
+        milliseconds, where the full path (SDK, `docker info`, dependency
+        capture, image lookups) costs ~0.3 s. Anything off means the full path."""
+        entry = _read_json(_deployment_path(self._recorded_key))
+        record = _read_record(entry.get("container", "")) if entry else None
+        if not record or not record.get("token"):
+            return False
+        me = owner_tag()
+        if any(o != me and owner_alive(o) is not False for o in (entry.get("started_by"), record.get("owner")) if o):
+            return False   # another live process uses it
+        client = WorkerClient(entry["host"], int(entry["port"]), record["token"], target=KIND)
+        try:
+            response = client.get_json("/health", timeout=1.0)
+            health = response.json() if response.status == 200 else {}
+        except (TargetFailure, ValueError):
+            health = {}
+        if health.get("function") != self.spec.name:
+            client.close()
+            return False
+        self._container_id = entry["container"]
+        self.image_tag, self.image_hash = entry.get("image", ""), entry.get("hash", "")
+        self.concurrency = int(health.get("concurrency") or self.concurrency)
+        _write_record(self._container_id, record["token"])
+        self.client, self.adopted = client, True
+        self._step(f"reusing the running container {self._container_id[:12]}")
+        return True
+
     def _adopt(self, config: str, connect: str) -> bool:
         """Use a healthy running container with the same content and settings that
         no other live process uses (an earlier kernel's, kept or left behind)."""
@@ -529,7 +652,7 @@ class DockerTarget(Target):
         while True:
             now = time.time()
             try:   # "until" as seconds.nanoseconds: an int in the future would block until then
-                ooms = list(self.docker.events(
+                ooms = list((self.docker or _client(self.options)).events(
                     since=int(now) - 3600, until=f"{now:.9f}", decode=True,
                     filters={"container": container.id, "event": "oom"}))
                 if ooms:
@@ -576,6 +699,11 @@ class DockerTarget(Target):
         """Remove the container; the images stay, for the next deploy."""
         if self.client is not None:
             self.client.close()
+        if self._recorded_key:
+            try:
+                os.unlink(_deployment_path(self._recorded_key))
+            except OSError:
+                pass
         container, self.container = self.container, None
         if container is None:
             return
@@ -592,7 +720,7 @@ class DockerTarget(Target):
 
     def describe(self) -> dict:
         return {"image": self.image_tag, "content_hash": self.image_hash[:12],
-                "container": self.container.short_id if self.container is not None else None,
+                "container": self._container_id[:12] if self._container_id else None,
                 "address": f"{self.client.host}:{self.client.port}" if self.client else None,
                 "engine": engine_address(self.options), "reused_container": self.adopted,
                 "built": list(self.built), "concurrency": self.concurrency}
