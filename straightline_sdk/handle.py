@@ -378,6 +378,7 @@ class Deployment:
             self._recover_targets(time.monotonic())
         avoid: tuple = ()
         last_failure: TargetFailure | None = None
+        rerun: tuple | None = None   # (target, why) of an attempt that may have run
         while True:
             with self._cond:
                 try:
@@ -392,6 +393,10 @@ class Deployment:
                         self._cond.wait()
                 state.in_flight += 1
             kind = decision.target
+            if rerun is not None:   # said only once there is a target to run it again on
+                log.warning("%s: the %s target failed during a call that may have started there "
+                            "(%s); running it again on the %s target", self.name, *rerun, kind)
+                rerun = None
             try:
                 target = self._targets.get(kind) or self._deploy(kind)
                 cold = target.cold
@@ -409,9 +414,7 @@ class Deployment:
                 if not self._may_retry(exc):
                     raise
                 if exc.may_have_run:
-                    log.warning("%s: the %s target failed during a call that may have started "
-                                "there (%s); running it again on another target",
-                                self.name, kind, str(exc).splitlines()[0])
+                    rerun = (kind, str(exc).splitlines()[0])
                 avoid += (kind,)
                 continue
             except TargetUnavailable as exc:  # deploying the chosen target failed

@@ -112,6 +112,7 @@ def test_failover_on_a_target_failure_loses_no_call(three_tiers, caplog):
     assert outcomes.count("failed") == 3
     assert sum(r.items for r in square.calls if r.outcome == "ok") == 200
     assert "may have started there" in caplog.text
+    assert "running it again on the local target" in caplog.text
 
 
 def test_at_most_once_when_not_idempotent(three_tiers):
