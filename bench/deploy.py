@@ -21,7 +21,6 @@ from __future__ import annotations
 import secrets
 import time
 
-
 import common  # this script's folder is on sys.path
 
 import straightline_sdk as straightline

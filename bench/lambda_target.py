@@ -23,7 +23,6 @@ from __future__ import annotations
 import textwrap
 import time
 
-
 import common  # this script's folder is on sys.path
 
 import straightline_sdk as straightline

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import time
 
-
 import common  # this script's folder is on sys.path
 
 import straightline_sdk as straightline
