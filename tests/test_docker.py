@@ -268,6 +268,25 @@ def test_a_stale_record_or_changed_packages_take_the_full_path(engine, tmp_path)
                 pass
 
 
+@pytest.mark.docker
+def test_a_call_past_its_time_limit_restarts_the_container(engine):
+    @straightline.deploy(target="docker", resources=Resources(timeout_s=1), name="docker-timeout")
+    def nap(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    assert nap(0) == 0
+    container_id = _target(nap).container.id
+    started = engine.containers.get(container_id).attrs["State"]["StartedAt"]
+    with pytest.raises(straightline.CallTimeout, match="1 s time limit.*container was restarted"):
+        nap(60)
+    state = engine.containers.get(container_id).attrs["State"]
+    assert state["Running"] and state["StartedAt"] != started   # the runaway call is gone
+    assert nap(0) == 0                                           # the same container serves on
+    assert _target(nap).container.id == container_id
+    nap.undeploy()
+
+
 def _version_one(salt: str):
     table = np.linspace(0.0, 1.0, 11)
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
+import logging
 import math
 import os
 import secrets
@@ -47,7 +48,7 @@ from urllib.parse import urlsplit
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ..errors import PackagingError, TargetFailure, TargetUnavailable
+from ..errors import CallTimeout, PackagingError, TargetFailure, TargetUnavailable
 from ..local_state import cache_dir, owner_alive, owner_tag, write_private
 from ..packaging import content_hash, docker_context
 from ..packaging.dependencies import capture, download_wheels
@@ -57,6 +58,7 @@ from .base import Probe, Target
 from .http import WorkerClient, invoke_worker, worker_health
 
 KIND = "docker"
+log = logging.getLogger("straightline")
 INSTALL_HINT = "pip install 'straightline-sdk[docker]'"
 
 # Labels on everything the SDK creates. Containers: role=worker; images: role=function
@@ -260,6 +262,7 @@ class DockerTarget(Target):
         self.build_steps: list[tuple[str, bool]] = []   # (step, from the cache) of those builds
         self._last_log = ""
         self._stop_reason: tuple[str, str] | None = None   # (message, hint) once seen stopped
+        self._restart_lock = threading.Lock()
 
     @property
     def container(self):
@@ -673,12 +676,44 @@ class DockerTarget(Target):
         return TargetFailure(message, target=KIND, hint=hint)
 
     def invoke(self, segments, total, timeout):
-        if self.client is None:
+        client = self.client
+        if client is None:
             raise TargetFailure("the docker target is not deployed", target=KIND)
-        body = invoke_worker(self.client, segments, total, timeout,
-                             what=f"the container for {self.spec.name!r}", dead=self._stopped)
+        try:
+            body = invoke_worker(client, segments, total, timeout,
+                                 what=f"the container for {self.spec.name!r}", dead=self._stopped)
+        except CallTimeout as exc:
+            self._restart_container(client)
+            raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
         self.cold = False
         return body
+
+    def _restart_container(self, client: WorkerClient) -> None:
+        """Stop a call that ran past its time limit. A running Python function cannot
+        be interrupted from outside, so the container is restarted (same image, same
+        token); other calls in flight on it fail and, when idempotent, are run again
+        by the router. Its published port may change: the client is made anew."""
+        with self._restart_lock:
+            if self.client is not client:
+                return   # another call's timeout already restarted it
+            container = self.container
+            record = _read_record(self._container_id or "")
+            if container is None or record is None:
+                return
+            client.close()
+            try:
+                container.restart(timeout=0)
+                self.client = WorkerClient(self._addresses()[1], self._published_port(),
+                                           record["token"], target=KIND)
+                self._wait_ready(float(self.options.get("start_timeout_s", 60)))
+                self.client.close()
+                self.client = self._worker_client(self._addresses()[1], record["token"])
+            except Exception as exc:   # the next call's health check reports the container
+                log.warning("restarting the container for %r after a timeout failed: %s",
+                            self.spec.name, _short(exc))
+                return
+            if self._recorded_key:
+                self._remember()
 
     def health(self) -> tuple[bool, str]:
         ok, detail = worker_health(self.client)
