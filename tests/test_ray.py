@@ -264,7 +264,8 @@ def test_an_address_other_than_the_connected_cluster_is_refused(ray_cluster):
 
 
 @pytest.mark.ray
-def test_a_call_over_its_time_limit_is_a_call_timeout(ray_cluster):
+def test_a_call_over_its_time_limit_is_stopped_by_replacing_the_actor(ray_cluster):
+    import psutil
     use_cluster(ray_cluster)
 
     @straightline.deploy(target="ray", resources=straightline.Resources(timeout_s=0.5))
@@ -273,8 +274,14 @@ def test_a_call_over_its_time_limit_is_a_call_timeout(ray_cluster):
         return seconds
 
     assert slow(0) == 0
-    with pytest.raises(straightline.CallTimeout, match="0.5 s time limit on the ray target"):
+    pid = slow.deployed_targets["ray"].describe()["actor_pid"]
+    with pytest.raises(straightline.CallTimeout,
+                       match="0.5 s time limit on the ray target.*actor was replaced"):
         slow(30)
+    assert wait_until(lambda: not psutil.pid_exists(pid) or
+                      psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)   # the runaway is gone
+    assert slow(0) == 0
+    assert slow.deployed_targets["ray"].describe()["actor_pid"] != pid
 
 
 @pytest.mark.ray

@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import MB, Limits
@@ -153,6 +154,8 @@ class RayTarget(Target):
         self._payload_ref = None
         self._address = ""
         self._host: dict = {}
+        self._actor_options: dict = {}
+        self._replace_lock = threading.Lock()
 
     @classmethod
     def probe(cls, options: dict) -> Probe:
@@ -201,9 +204,8 @@ class RayTarget(Target):
         if self.spec.keep:  # outlives this process; the same content finds the same actor
             actor_options.update(name=f"{_NAME_PREFIX}{package.name}-{package.content_hash[:12]}",
                                  namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
-        self._step("starting the actor")
-        self._actor = ray.remote(ray_entry.FunctionHost).options(**actor_options).remote(
-            package.content_hash, self._payload_ref)
+        self._actor_options = actor_options
+        self._start_actor(ray)
         # Ray retries off: the router decides what may run again (see docs/concepts.md).
         self._task = ray.remote(ray_entry.run_frame).options(
             num_cpus=res.cpus if res.cpus is not None else 1, max_retries=0, **placement)
@@ -222,6 +224,38 @@ class RayTarget(Target):
                 f"the Ray actor for {package.name!r} failed to start: {_first_line(exc)}",
                 target=self.kind, hint="if the function needs packages the cluster lacks, pass "
                                        "requirements=[...] to deploy()") from exc
+
+    def _start_actor(self, ray) -> None:
+        self._step("starting the actor")
+        self._actor = ray.remote(ray_entry.FunctionHost).options(**self._actor_options).remote(
+            self.spec.package.content_hash, self._payload_ref)
+
+    def _replace_actor(self, actor) -> None:
+        """Stop a call that ran past its time limit. Ray does not interrupt a running
+        call on a regular actor (ray.cancel only flags it), so the actor is killed and
+        a new one started; other calls in flight on it fail and, when idempotent,
+        are run again by the router."""
+        ray = self._ray
+        with self._replace_lock:
+            if self._actor is not actor or ray is None:
+                return   # another call's timeout already replaced it, or torn down
+            try:
+                ray.kill(actor, no_restart=True)
+                name = self._actor_options.get("name")
+                if name:   # a kept (named) actor: its name must be free before it is reused
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline:
+                        try:
+                            ray.get_actor(name, namespace=NAMESPACE)
+                        except ValueError:
+                            break
+                        time.sleep(0.05)
+                self._start_actor(ray)
+                self._host = ray.get(self._actor.ping.remote(),
+                                     timeout=float(self.spec.options.get("start_timeout_s", 120)))
+            except Exception as exc:   # the next call's health check finds it and redeploys
+                log.warning("replacing the Ray actor for %r after a timeout failed: %s",
+                            self.spec.name, _first_line(exc))
 
     def _step(self, text: str) -> None:
         if self.progress is not None:
@@ -257,9 +291,14 @@ class RayTarget(Target):
     # -- calls ---------------------------------------------------------------
 
     def invoke(self, segments, total, timeout):
-        if self._actor is None:
+        actor = self._actor
+        if actor is None:
             raise TargetFailure("the Ray target is not deployed", target=self.kind)
-        return self._result(self._actor.run.remote(b"".join(segments)), timeout, "actor")
+        try:
+            return self._result(actor.run.remote(b"".join(segments)), timeout, "actor")
+        except CallTimeout as exc:
+            self._replace_actor(actor)
+            raise CallTimeout(f"{exc}; the actor was replaced to stop the call") from None
 
     def invoke_chunk(self, segments, total, timeout):
         """A map chunk: a Ray task, placed by Ray's scheduler anywhere in the cluster."""
@@ -274,7 +313,7 @@ class RayTarget(Target):
         try:
             body = ray.get(ref, timeout=timeout)
         except rex.GetTimeoutError:
-            try:  # best effort: a queued task is dropped; a running actor call finishes unobserved
+            try:  # a queued call is dropped, a running task interrupted (actors: see invoke)
                 ray.cancel(ref)
             except Exception as exc:
                 log.debug("ray.cancel after a timeout: %s", exc)
