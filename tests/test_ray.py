@@ -51,6 +51,20 @@ def test_pinned_call_runs_on_the_warm_actor(ray_cluster):
 
 
 @pytest.mark.ray
+def test_logs_return_what_the_actor_printed(ray_cluster):
+    use_cluster(ray_cluster)
+
+    @straightline.deploy(target="ray")
+    def chatty(x):
+        print(f"chatty saw {x}", flush=True)
+        print(f"chatty warns {x}", file=sys.stderr, flush=True)
+        return x
+
+    assert chatty(7) == 7
+    assert wait_until(lambda: "chatty saw 7" in chatty.logs() and "chatty warns 7" in chatty.logs())
+
+
+@pytest.mark.ray
 def test_map_fans_out_to_tasks_and_keeps_order(ray_cluster):
     use_cluster(ray_cluster)
 

@@ -53,6 +53,22 @@ class FunctionHost:
     def ping(self) -> dict:
         return {"pid": os.getpid(), "python": execute.python_version()}
 
+    def logs(self, tail: int = 100) -> str:
+        """The last lines this process printed. Ray points a worker's stdout and
+        stderr at files in its session folder (and streams them to the driver);
+        they are read back from there, stdout's lines first."""
+        lines: list[bytes] = []
+        for fd in (1, 2):
+            try:
+                path = os.readlink(f"/proc/self/fd/{fd}")
+                with open(path, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - 64 * 1024))
+                    lines += f.read().splitlines()[-tail:]
+            except OSError:   # not Linux, or not a file: nothing to read back
+                continue
+        return b"\n".join(lines[-tail:]).decode(errors="replace")
+
 
 def run_frame(key: str, payload: bytes, body) -> bytes:
     """One map chunk as a stateless Ray task."""

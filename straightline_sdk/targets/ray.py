@@ -355,6 +355,17 @@ class RayTarget(Target):
             return False, f"the Ray actor is gone: {_reason(exc)}"
         return True, "ok"
 
+    def logs(self, tail: int = 100) -> str:
+        """The actor's recent output (map chunks run as tasks in other processes:
+        their output reaches the notebook through Ray's own log streaming)."""
+        ray, actor = _connected_ray(), self._actor
+        if ray is None or actor is None:
+            return ""
+        try:
+            return ray.get(actor.logs.remote(tail), timeout=5.0)
+        except Exception as exc:
+            return f"(the Ray actor's output could not be read: {_first_line(exc)})"
+
     def teardown(self) -> None:
         actor, self._actor = self._actor, None
         self._task = None
