@@ -4,8 +4,11 @@ Every test runs a real worker process."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -364,6 +367,57 @@ def test_worker_refuses_requests_without_the_right_token():
     assert s.post(f"{url}/invoke", data=b"x", headers=bad).status_code == 403
     good = {"Authorization": f"Bearer {h.spec.token}"}
     assert s.get(f"{url}/health", headers=good).json()["ok"] is True
+
+
+def _exchange(client, request: bytes) -> tuple[int, bytes, bool]:
+    """Send raw bytes to the worker: (status, body, whether it then closed the connection)."""
+    with socket.create_connection((client.host, client.port), timeout=10) as sock:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()                  # skips a "100 Continue" as clients do
+        body = response.read()
+        sock.settimeout(0.5)
+        try:
+            closed = sock.recv(1) == b""
+        except (TimeoutError, ConnectionResetError):
+            closed = False
+        return response.status, body, closed
+
+
+def _health_request(token: str, *headers: str, version: str = "HTTP/1.1") -> bytes:
+    lines = [f"GET /health {version}", "Host: x", f"authorization: Bearer {token}", *headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"NONSENSE\r\n\r\n", 400),
+    (b"GET /health HTTP/2.0\r\n\r\n", 400),
+    (b"POST /invoke HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc", 400),        # space before the colon
+    (b"POST /invoke HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc", 400),
+    (b"POST /invoke HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
+    (b"POST /invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
+    (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(65)) + b"\r\n", 431),
+    (b"GET /health HTTP/1.1\r\nX-Long: " + b"y" * 70000 + b"\r\n\r\n", 431),
+])
+def test_worker_refuses_malformed_requests_with_a_status(request_bytes, status):
+    h = straightline.deploy(lambda x: x, sample=(1,), name="strict")
+    got, _, closed = _exchange(h.deployed_targets["local"].client, request_bytes)
+    assert (got, closed) == (status, True)
+    assert h(5) == 5                   # the worker serves on
+
+
+def test_worker_reads_headers_in_any_case_and_honours_connection_rules():
+    h = straightline.deploy(lambda x: x, sample=(1,), name="lenient")
+    client, token = h.deployed_targets["local"].client, h.spec.token
+    status, body, closed = _exchange(client, _health_request(token))
+    assert status == 200 and json.loads(body)["ok"] is True and not closed   # kept alive
+    assert _exchange(client, _health_request(token, "Connection: close"))[::2] == (200, True)
+    assert _exchange(client, _health_request(token, version="HTTP/1.0"))[::2] == (200, True)
+    body = json.dumps({"args": [7]}).encode()
+    expect = (f"POST /json HTTP/1.1\r\nAUTHORIZATION: Bearer {token}\r\nExpect: 100-continue\r\n"
+              f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    status, answer, _ = _exchange(client, expect)
+    assert (status, json.loads(answer)) == (200, {"result": 7})
 
 
 def test_json_endpoint_over_plain_http():

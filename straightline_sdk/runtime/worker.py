@@ -32,6 +32,15 @@ from . import execute, wire
 
 READY_LINE = "STRAIGHTLINE_WORKER_READY"
 _SMALL_RESPONSE = 256 * 1024
+_MAX_LINE = 65536      # a request line or header line longer than this is refused
+_MAX_HEADERS = 64
+
+
+class _Headers(dict):
+    """A request's headers by lower-case name (HTTP names are case-insensitive)."""
+
+    def get(self, name: str, default=None):
+        return dict.get(self, name.lower(), default)
 
 
 class Worker:
@@ -71,6 +80,49 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):  # per-request lines would drown the user's output
         pass
+
+    def parse_request(self) -> bool:
+        """Read the request line and headers. The stdlib's version parses headers
+        with the email package, ~13 µs a request: a tenth of a warm call. The
+        worker needs three headers; they are read here line by line, with limits,
+        and anything ambiguous is refused rather than guessed."""
+        self.command = None
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = self.requestline.split()
+        if len(words) != 3 or words[2] not in ("HTTP/1.1", "HTTP/1.0"):
+            self.request_version = "HTTP/1.1"   # so the answer carries a status line
+            self.send_error(400, f"bad request line {self.requestline[:100]!r}")
+            return False
+        self.command, self.path, self.request_version = words
+        headers = _Headers()
+        while True:
+            line = self.rfile.readline(_MAX_LINE + 1)
+            if len(line) > _MAX_LINE or len(headers) >= _MAX_HEADERS:
+                self.send_error(431, "request header fields too large")
+                return False
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, colon, value = line.partition(b":")
+            name = name.decode("latin-1").lower()
+            if not colon or not name or name != name.strip() or name in headers:
+                # no colon, whitespace before it, or a repeated header (two lengths): refused
+                self.send_error(400, "malformed or repeated header")
+                return False
+            headers[name] = value.strip().decode("latin-1")
+        length = headers.get("content-length", "0")
+        if "transfer-encoding" in headers or not length.isdigit():
+            self.send_error(411 if "transfer-encoding" in headers else 400,
+                            "send the body with a Content-Length (chunked requests are not supported)")
+            return False
+        self.headers = headers
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive")
+        if headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
     # -- helpers -------------------------------------------------------------
 
