@@ -150,8 +150,10 @@ class RayActor(RayTask):
 
 class Lithops:
     """Lithops' localhost executor, measured in a child process with a hard time limit:
-    its localhost backend has hung here under load (a job that never reports done),
-    and a hang must cost a skipped column, not the whole run."""
+    its localhost backend hangs here now and then (a job whose runner finished but
+    whose result the executor never sees), and a hang must cost the phases not yet
+    measured, not the whole run. The child prints each phase's figures as it ends
+    them (calls, then the map, then the payloads), so what was measured survives."""
 
     name = "Lithops localhost"
 
@@ -167,16 +169,32 @@ class Lithops:
                                 start_new_session=True)
         try:
             out, err = proc.communicate(timeout=self.limit_s)
+            hung = False
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            raise TimeoutError(f"Lithops' localhost executor did not finish within {self.limit_s:.0f} s "
-                               f"(it hangs here under load: a job never reports done)") from None
-        lines = [line for line in out.splitlines() if line.startswith("{")]
-        if proc.returncode != 0 or not lines:
+            out, err = proc.communicate()
+            hung = True
+        got: dict = {"calls": [], "payload": {}, "payload_errors": {}}
+        phase = "start-up"
+        for line in out.splitlines():
+            if line.startswith("{"):
+                item = json.loads(line)
+                phase = item.pop("phase", phase)
+                for key, value in item.items():
+                    if isinstance(value, dict):
+                        got[key].update(value)
+                    else:
+                        got[key] = value
+        if hung:
+            got["incomplete"] = (f"its localhost executor hung during the {phase} phase and was "
+                                 f"stopped after {self.limit_s:.0f} s (a job that finished in its "
+                                 f"runner log was never reported done)")
+        elif proc.returncode != 0:
             last = [line for line in err.splitlines() if line.strip()][-1:] or ["no output"]
-            raise RuntimeError(f"the Lithops child failed (exit {proc.returncode}): {last[0][:300]}")
-        return json.loads(lines[-1])
+            got["incomplete"] = f"the child failed in the {phase} phase (exit {proc.returncode}): {last[0][:300]}"
+        if not got["calls"]:
+            raise RuntimeError(f"nothing measured: {got.get('incomplete', 'no output')}")
+        return got
 
 
 def lithops_child(plan: dict) -> None:
@@ -186,25 +204,29 @@ def lithops_child(plan: dict) -> None:
     def call(x):
         return fexec.get_result(fs=fexec.call_async(add_one, x), show_progressbar=False)
 
+    def emit(**figures) -> None:
+        print(json.dumps(figures), flush=True)
+
+    emit(phase="calls")
     check(call(1), 1)
     check(call(2), 2)
-    out = {"calls": [timed(call, i) for i in range(plan["calls"])], "payload": {}, "payload_errors": {}}
+    emit(calls=[timed(call, i) for i in range(plan["calls"])], phase="map")
+    xs = list(range(plan["map_items"]))
+    t0 = time.perf_counter()
+    results = fexec.get_result(fs=fexec.map(add_one, xs), show_progressbar=False)
+    if list(results) != [x + 1 for x in xs]:
+        raise AssertionError("Lithops map results wrong or out of order")
+    emit(map_s=time.perf_counter() - t0)
     for size, reps in plan["payload_reps"].items():
+        emit(phase=f"{int(size) // MB} MB payload")
         x = numpy.arange(int(size) // 8, dtype=numpy.float64)
         try:   # Lithops refuses call data over 4 MiB
             check(call(x), x)
         except Exception as exc:
-            out["payload_errors"][size] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            emit(payload_errors={size: f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
             continue
-        out["payload"][size] = [timed(call, x) for _ in range(reps)]
-    xs = list(range(plan["map_items"]))
-    t0 = time.perf_counter()
-    results = fexec.get_result(fs=fexec.map(add_one, xs), show_progressbar=False)
-    out["map_s"] = time.perf_counter() - t0
-    if list(results) != [x + 1 for x in xs]:
-        raise AssertionError("Lithops map results wrong or out of order")
+        emit(payload={size: [timed(call, x) for _ in range(reps)]})
     fexec.clean()
-    print(json.dumps(out), flush=True)
 
 
 def check(result, x) -> None:
@@ -336,7 +358,10 @@ def main() -> None:
                 payload[(column, int(size))] = values
             for size, why in got["payload_errors"].items():
                 report.notes.append(f"{column}, {int(size) // MB} MB: {why}")
-            throughput[column], mapped[column] = lithops_map / got["map_s"], lithops_map
+            if "map_s" in got:
+                throughput[column], mapped[column] = lithops_map / got["map_s"], lithops_map
+            if "incomplete" in got:
+                report.notes.append(f"{column}: {got['incomplete']}; the phases before it are reported")
         except Exception as exc:
             report.skip(column, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
 
