@@ -9,8 +9,11 @@ and the thresholds are where the curves cross:
 
 - D, the size above which Docker beats the other tiers: the smallest size from which
   the Docker line stays below the best line of the others (each other tier only up to
-  its own payload limit). If Docker is never faster in the range, D is set past the
-  range ("large requests stay on the other tiers"); if it is always faster, D is 0.
+  its own payload limit) by more than ``TIE`` (5 %). Closer than that is a tie: on one
+  machine Docker and the local worker measure within microseconds of each other, and
+  a threshold decided by noise would move all traffic from run to run. If Docker is
+  never clearly faster in the range, D is set past the range ("large requests stay on
+  the other tiers"); if it is at every size, D is 0.
 - F, the rate above which serverless beats the local server given the local
   worker's capacity: the local worker is a queue of ``c`` slots, each call taking
   S = local latency + runtime, so its response time grows as S / (1 - rate x S / c).
@@ -29,6 +32,7 @@ from .features import CONTAINER, LOCAL, MB, SERVERLESS, Thresholds, human_bytes,
 #: sizes on which the curves are compared (1 KB .. 1 GB, log-spaced)
 GRID = tuple(int(1024 * 2 ** (i / 4)) for i in range(0, 81))
 NEVER = 1 << 40   # "past any request": D when Docker never wins
+TIE = 0.05        # Docker counts as faster only when below the best other tier by more than this
 
 
 @dataclass(frozen=True)
@@ -76,17 +80,17 @@ def size_threshold(curves: dict[str, CostCurve]) -> tuple[int, str]:
 
     def docker_wins(size: int) -> bool:
         best = min((c.latency(size) for c in others if c.takes(size)), default=math.inf)
-        return docker.latency(size) < best
+        return docker.latency(size) < best * (1 - TIE)
 
     wins = [docker_wins(s) for s in GRID]
     if all(wins):
-        return 0, "Docker was faster than the other tiers at every size"
+        return 0, f"Docker was faster than the other tiers by over {TIE:.0%} at every size"
     if not wins[-1]:
-        return NEVER, (f"Docker was slower than the other tiers at every size up to "
-                       f"{human_bytes(GRID[-1])}: large requests stay on them")
+        return NEVER, (f"Docker was slower than the other tiers, or within {TIE:.0%} of them (a "
+                       f"tie), at sizes up to {human_bytes(GRID[-1])}: large requests stay on them")
     last_loss = max(i for i, w in enumerate(wins) if not w)
     d = GRID[last_loss + 1]
-    return d, f"Docker is faster than the other tiers from {human_bytes(d)} up"
+    return d, f"Docker is faster than the other tiers by over {TIE:.0%} from {human_bytes(d)} up"
 
 
 def rate_threshold(curves: dict[str, CostCurve], runtime_s: float, request_bytes: int,
