@@ -558,7 +558,8 @@ class DockerTarget(Target):
         if not record or not record.get("token"):
             return False
         me = owner_tag()
-        if any(o != me and owner_alive(o) is not False for o in (entry.get("started_by"), record.get("owner")) if o):
+        users = [o for o in (entry.get("started_by"), record.get("owner")) if o]
+        if any(o != me and owner_alive(o) is not False for o in users):
             return False   # another live process uses it
         client = WorkerClient(entry["host"], int(entry["port"]), record["token"], target=KIND)
         try:
