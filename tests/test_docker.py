@@ -146,12 +146,16 @@ def test_wheels_are_cached_and_missing_wheels_are_named(monkeypatch):
 # -- the engine -----------------------------------------------------------------------------
 
 @pytest.mark.docker
-def test_probe_reports_capacity_and_a_missing_engine(engine, monkeypatch):
+def test_probe_reports_capacity_and_a_missing_engine(engine, monkeypatch, tmp_path):
     probe = DockerTarget.probe({})
     assert probe.available, probe.reason
     assert probe.capacity["cpus"] >= 1 and probe.capacity["memory_mb"] > 0
     down = DockerTarget.probe({"docker_host": "tcp://127.0.0.1:9"})
     assert not down.available and "tcp://127.0.0.1:9" in down.reason and "DOCKER_HOST" in down.hint
+    # a local engine that is not running: asked over its socket, without the SDK
+    stopped = DockerTarget.probe({"docker_host": f"unix://{tmp_path}/docker.sock"})
+    assert not stopped.available and f"{tmp_path}/docker.sock" in stopped.reason
+    assert "setup-docker.sh" in stopped.hint
     monkeypatch.setitem(sys.modules, "docker", None)   # what an install without the extra sees
     missing = DockerTarget.probe({})
     assert not missing.available and "straightline-sdk[docker]" in missing.hint
