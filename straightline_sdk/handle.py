@@ -115,7 +115,8 @@ class Deployment:
         in the list and every other item's result is kept. Otherwise the first
         failure stops the map and is raised (items already sent still finish).
         Items travel in chunks (``chunksize``) so small calls are not dominated by
-        per-request overhead.
+        per-request overhead. With ``Resources(timeout_s=)`` each call travels alone:
+        the limit is per call, and a chunk's calls run one after another.
         """
         self._check_open()
         items = list(zip(*iterables))
@@ -131,8 +132,14 @@ class Deployment:
                 results[0] = first
                 start = 1
         workers = concurrency or self._map_concurrency()
+        timeout_s = self.spec.resources.timeout_s
         if chunksize is None:
-            chunksize = max(1, min(256, (n - start) // (workers * 4) or 1))
+            chunksize = 1 if timeout_s else max(1, min(256, (n - start) // (workers * 4) or 1))
+        elif timeout_s and chunksize > 1:
+            raise ValueError(
+                f"chunksize={chunksize} with Resources(timeout_s={timeout_s:g}): the time limit is "
+                f"per call, and a chunk's calls run one after another in one request; leave "
+                f"chunksize out (each call then travels alone) or drop timeout_s")
         chunks = [(i, items[i:i + chunksize]) for i in range(start, n, chunksize)]
         failed: list[tuple[int, BaseException]] = []
         with Progress(f"{self.name}.map", total=n, enabled=progress) as bar, \

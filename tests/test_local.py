@@ -488,6 +488,20 @@ def test_a_dead_worker_is_a_target_failure_then_redeployed():
     assert ident.stats()["local"]["failures"] == 1
 
 
+def test_a_map_under_a_time_limit_holds_each_call_to_it_not_each_chunk():
+    @straightline.deploy(sample=(0.0,), targets=["local"],
+                         resources=straightline.Resources(timeout_s=0.5))
+    def nap(seconds):
+        time.sleep(seconds)
+        return seconds
+
+    # 8 calls of 0.3 s, one at a time: each within the limit, any two together over it
+    assert nap.map([0.3] * 8, concurrency=1) == [0.3] * 8
+    assert [r.items for r in nap.calls] == [1] * 8
+    with pytest.raises(ValueError, match="time limit is per call"):
+        nap.map([0.0] * 4, chunksize=2)
+
+
 def test_a_call_past_its_time_limit_is_stopped_not_left_running():
     @straightline.deploy(sample=(0,), resources=straightline.Resources(timeout_s=0.5))
     def nap(seconds):
