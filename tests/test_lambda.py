@@ -35,8 +35,8 @@ from straightline_sdk.packaging import lambda_zip
 from straightline_sdk.placement import (LAMBDA_LIMITS, MB, Features, Plan, TargetState,
                                         Thresholds)
 from straightline_sdk.runtime import wire
-from straightline_sdk.targets.aws_lambda import (DEFAULT_ROLE_NAME, TAG_KEY, TAG_MANAGED,
-                                                 LambdaTarget, function_name_for)
+from straightline_sdk.targets.aws_lambda import (DEFAULT_ROLE_NAME, DEFAULT_TIMEOUT_S, TAG_KEY,
+                                                 TAG_MANAGED, LambdaTarget, function_name_for)
 from straightline_sdk.targets.base import DeploySpec
 from tests.conftest import need
 from tests.support.moto_lambda import (MotoServer, RecordingProxy, docker_images_present,
@@ -138,7 +138,7 @@ def invokes(proxy) -> int:
 
 @pytest.mark.aws
 def test_deploy_then_invoke_runs_the_function_on_lambda(aws):
-    h = straightline.deploy(triple, target="lambda", resources=Resources(memory_mb=256, timeout_s=20))
+    h = straightline.deploy(triple, target="lambda", resources=Resources(memory_mb=256))
     result = h(14)
     assert result["value"] == 42
     # it ran in moto's container, from the zip, as the function the target created
@@ -147,7 +147,8 @@ def test_deploy_then_invoke_runs_the_function_on_lambda(aws):
     assert result["task_root"] == "/var/task"
     assert result["python"] == sys.version_info[:2]
     config = lambda_client().get_function(FunctionName=target.function_name)
-    assert config["Configuration"]["MemorySize"] == 256 and config["Configuration"]["Timeout"] == 20
+    assert config["Configuration"]["MemorySize"] == 256
+    assert config["Configuration"]["Timeout"] == DEFAULT_TIMEOUT_S
     assert config["Configuration"]["Runtime"] == "python%d.%d" % sys.version_info[:2]
     assert config["Tags"][TAG_MANAGED] == "1" and config["Tags"][TAG_KEY] == target.bundle_key
     assert h.map([1, 2, 3], chunksize=2) == [triple(x) | {"function": target.function_name,
@@ -222,6 +223,8 @@ def test_a_raising_function_reraises_here_with_its_remote_traceback(aws):
 @pytest.mark.aws
 def test_a_call_over_the_time_limit_raises_call_timeout(aws):
     h = straightline.deploy(nap, target="lambda", resources=Resources(timeout_s=1))
+    config = lambda_client().get_function(FunctionName=h.deployed_targets["lambda"].function_name)
+    assert config["Configuration"]["Timeout"] == 1   # Lambda itself ends the call
     with pytest.raises(CallTimeout, match=r"1 s time limit on AWS Lambda"):
         h(5)
     assert h(0) == 0
