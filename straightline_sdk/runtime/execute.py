@@ -6,6 +6,7 @@ and fails the same way wherever it runs.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 import traceback
@@ -83,6 +84,18 @@ def handle_frame(fn, body) -> tuple[list, int]:
     if type(message) is tuple and message[0] == wire.ECHO:
         return wire.encode(bytearray(message[2]))  # calibration: transport only
     return encode_outcomes(run_calls(fn, message))
+
+
+def last_lines(path: str, count: int) -> list[bytes]:
+    """The last ``count`` lines of an output file (from its last 64 KiB); [] if it
+    cannot be read. The local worker's log and a Ray actor's output files."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            return f.read().splitlines()[-count:]
+    except OSError:
+        return []
 
 
 def python_version() -> str:

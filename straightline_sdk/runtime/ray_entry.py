@@ -61,12 +61,9 @@ class FunctionHost:
         for fd in (1, 2):
             try:
                 path = os.readlink(f"/proc/self/fd/{fd}")
-                with open(path, "rb") as f:
-                    f.seek(0, os.SEEK_END)
-                    f.seek(max(0, f.tell() - 64 * 1024))
-                    lines += f.read().splitlines()[-tail:]
-            except OSError:   # not Linux, or not a file: nothing to read back
+            except OSError:   # not Linux: nothing to read back
                 continue
+            lines += execute.last_lines(path, tail)
         return b"\n".join(lines[-tail:]).decode(errors="replace")
 
 

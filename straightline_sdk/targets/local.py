@@ -21,7 +21,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
-from ..runtime import wire
+from ..runtime import execute, wire
 from .base import Probe, Target
 from .http import WorkerClient, invoke_worker, worker_health
 
@@ -35,16 +35,6 @@ def _available_memory_mb() -> int | None:
     except OSError:
         pass
     return None
-
-
-def _tail(path: str, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 64 * 1024))
-            return b"\n".join(f.read().splitlines()[-lines:]).decode(errors="replace")
-    except OSError:
-        return ""
 
 
 class LocalTarget(Target):
@@ -195,7 +185,7 @@ class LocalTarget(Target):
 
     def logs(self, tail: int = 100) -> str:
         if self._dir:
-            return _tail(self.log_path, tail)
+            return b"\n".join(execute.last_lines(self.log_path, tail)).decode(errors="replace")
         return getattr(self, "_last_log", "")
 
     @property
