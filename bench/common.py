@@ -227,6 +227,14 @@ class Report:
         for note in self.notes:
             print(f"\nNote: {note}")
 
+    def finish(self, out_dir: str, chart: dict | None = None) -> list[str]:
+        """Print the footer and save: every script's last step. A dry run says its
+        numbers mean nothing, in the output and in the JSON."""
+        if self.args.get("dry_run"):
+            self.notes.append("dry run: numbers are meaningless")
+        self.print_footer()
+        return self.save(out_dir, chart)
+
     def save(self, out_dir: str, chart: dict | None = None) -> list[str]:
         """Write NAME.json (and NAME.png or NAME.svg when ``chart`` is given)."""
         os.makedirs(out_dir, exist_ok=True)

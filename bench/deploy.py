@@ -110,16 +110,13 @@ def main() -> None:
     if local:
         for row in report.rows:
             row["cold_x_local"] = common.ratio(row["cold_s"], local["cold_s"])
-    if args.dry_run:
-        report.notes.append("dry run: numbers are meaningless")
-    report.print_footer()
     labels, values = [], []
     for row in report.rows:
         for key, what in (("cold_s", "cold"), ("redeploy_s", "cached redeploy"), ("rerun_s", "re-run")):
             labels.append(f"{row['target']} {what}")
             values.append(row[key])
-    report.save(args.out, chart={"labels": labels, "values": values,
-                                 "unit": "seconds to first result", "log": True})
+    report.finish(args.out, chart={"labels": labels, "values": values,
+                                   "unit": "seconds to first result", "log": True})
 
 
 if __name__ == "__main__":

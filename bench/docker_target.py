@@ -161,8 +161,7 @@ def main() -> None:
     print()
     print(report.table([("measure", "measure"), ("value", "value"), ("unit", "unit"),
                         ("detail", "detail")]))
-    report.print_footer()
-    report.save(args.out)
+    report.finish(args.out)
 
 
 if __name__ == "__main__":

@@ -74,10 +74,9 @@ def main() -> None:
     print(report.table([("step", "step (against moto)"), ("ms", "ms"), ("detail", "detail")]))
     report.notes.append("moto runs each invocation in a new container: every call is a cold start. "
                         "Real AWS differs (warm calls ~tens of ms); measure there with -m real_aws.")
-    report.print_footer()
-    report.save(args.out, chart={"labels": [r["step"] for r in report.rows],
-                                 "values": [r["ms"] for r in report.rows], "unit": "ms (moto)",
-                                 "log": True})
+    report.finish(args.out, chart={"labels": [r["step"] for r in report.rows],
+                                   "values": [r["ms"] for r in report.rows], "unit": "ms (moto)",
+                                   "log": True})
 
 
 def measure(report, v1, v2, calls: int) -> None:

@@ -443,12 +443,9 @@ def main() -> None:
     lm, rm = throughput.get(local), throughput.get(base)
     report.goal("local map throughput >= 3x Ray tasks", (lm / rm >= 3.0) if lm and rm else None,
                 f"{lm / rm:.2f}x ({lm:,.0f} vs {rm:,.0f} items/s)" if lm and rm else "not measured")
-    if args.dry_run:
-        report.notes.append("dry run: numbers are meaningless")
-    report.print_footer()
-    report.save(args.out, chart={"labels": [r["variant"] for r in report.rows],
-                                 "values": [r["p50_ms"] for r in report.rows],
-                                 "unit": "p50 ms per warm trivial call", "log": True})
+    report.finish(args.out, chart={"labels": [r["variant"] for r in report.rows],
+                                   "values": [r["p50_ms"] for r in report.rows],
+                                   "unit": "p50 ms per warm trivial call", "log": True})
 
 
 if __name__ == "__main__":

@@ -366,12 +366,9 @@ def main() -> None:
     report.notes.append("Lambda here is moto: each invoke is a cold container start on this machine's "
                         "2 cores and events over ~128 KiB fail; Docker and local share those cores over "
                         "loopback. See the docstring and docs/benchmarks.md for what that does to the comparison.")
-    if args.dry_run:
-        report.notes.append("dry run: numbers are meaningless")
-    report.print_footer()
-    report.save(args.out, chart={"labels": [f"{r['trace']} {r['placement']}" for r in report.rows],
-                                 "values": [r["mean_ms"] for r in report.rows],
-                                 "unit": "mean response time, ms (completed requests)", "log": True})
+    report.finish(args.out, chart={"labels": [f"{r['trace']} {r['placement']}" for r in report.rows],
+                                   "values": [r["mean_ms"] for r in report.rows],
+                                   "unit": "mean response time, ms (completed requests)", "log": True})
 
 
 if __name__ == "__main__":

@@ -170,12 +170,9 @@ def main() -> None:
     report.notes.append(f"the handle's client side without serialization (h(x) on the null target minus "
                         f"encode + decode) is {handle_extra:.2f} µs: routing and telemetry plus the "
                         f"call's locks, in-flight accounting and the Python call layers of the handle")
-    if args.dry_run:
-        report.notes.append("dry run: numbers are meaningless")
-    report.print_footer()
-    report.save(args.out, chart={"labels": [r["piece"] for r in report.rows],
-                                 "values": [r["p50_us"] for r in report.rows],
-                                 "unit": "median µs per call", "log": True})
+    report.finish(args.out, chart={"labels": [r["piece"] for r in report.rows],
+                                   "values": [r["p50_us"] for r in report.rows],
+                                   "unit": "median µs per call", "log": True})
 
 
 if __name__ == "__main__":
