@@ -26,12 +26,14 @@ def need(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
-    """Wait for a condition, bounded (never a fixed sleep); returns whether it came true."""
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
+    """Wait for a condition, bounded (never a fixed sleep); returns the predicate's
+    last value: truthy when it came true in time."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return True
+        value = predicate()
+        if value:
+            return value
         time.sleep(interval)
     return predicate()
 

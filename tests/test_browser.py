@@ -15,12 +15,11 @@ import socket
 import subprocess
 import sys
 import secrets
-import time
 
 import pytest
 import requests
 
-from tests.conftest import need
+from tests.conftest import need, wait_until
 
 pytestmark = pytest.mark.browser
 
@@ -40,16 +39,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.fixture
@@ -93,7 +82,7 @@ def jupyterlab(tmp_path):
         except requests.ConnectionError:
             return proc.poll() is not None  # exited: stop waiting
     try:
-        if not wait_until(ready, START_S) or proc.poll() is not None:
+        if not wait_until(ready, START_S, interval=0.25) or proc.poll() is not None:
             pytest.fail(f"JupyterLab did not start in {START_S} s:\n{_tail(tmp_path / 'jupyterlab.log')}")
         yield url, token
     finally:

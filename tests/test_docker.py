@@ -352,10 +352,8 @@ def test_killing_the_container_mid_map_fails_clearly(engine):
     mapper = threading.Thread(target=run_map)
     mapper.start()
     probe = target.client   # thread-safe: the map's own connections are separate
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and probe.get_json("/health").json()["calls"] < 3:
-        time.sleep(0.05)
-    assert probe.get_json("/health").json()["calls"] >= 3, "the map never reached the container"
+    assert wait_until(lambda: probe.get_json("/health").json()["calls"] >= 3, timeout=30, interval=0.05), \
+        "the map never reached the container"
     engine.containers.get(target.container.id).kill()
     mapper.join(timeout=60)
     assert not mapper.is_alive(), "the map hung after the container was killed"
