@@ -702,13 +702,13 @@ class DockerTarget(Target):
             if container is None or record is None:
                 return
             client.close()
+            connect = self._addresses()[1]
             try:
                 container.restart(timeout=0)
-                self.client = WorkerClient(self._addresses()[1], self._published_port(),
-                                           record["token"], target=KIND)
+                self.client = WorkerClient(connect, self._published_port(), record["token"], target=KIND)
                 self._wait_ready(float(self.options.get("start_timeout_s", 60)))
                 self.client.close()
-                self.client = self._worker_client(self._addresses()[1], record["token"])
+                self.client = self._worker_client(connect, record["token"])
             except Exception as exc:   # the next call's health check reports the container
                 log.warning("restarting the container for %r after a timeout failed: %s",
                             self.spec.name, _short(exc))
