@@ -120,7 +120,8 @@ def main() -> None:
     pieces["RateEstimator.observe"] = per_call_us(estimator.observe, batches, inner)
     telemetry = Telemetry()
     pieces["Telemetry.record"] = per_call_us(
-        lambda: telemetry.record("local", "moderate", False, 1, 120, 90, 1e-4, False, "ok"), batches, inner)
+        lambda: telemetry.record("local", branch="moderate", items=1, request_bytes=120,
+                                 response_bytes=90, latency_s=1e-4, outcome="ok"), batches, inner)
 
     request = [((1,), {})]
     response = wire.encode_bytes([(True, 2)])

@@ -74,12 +74,12 @@ def _median_latency(target, size: int, repeats: int) -> float:
 
 def measure(h, kind: str, sizes=SIZES, repeats: int = 9) -> CostCurve:
     """Deploy ``kind`` for ``h`` if needed and fit its cost curve."""
-    state = h._get_plan().states[kind]
+    state = h.plan().states[kind]
     cold = None
     target = h.deployed_targets.get(kind)
     if target is None:
         t0 = time.perf_counter()
-        target = h._deploy(kind)
+        target = h.deploy_target(kind)
         target.invoke(*wire.echo_request(0, 0), None)
         cold = time.perf_counter() - t0
     limit = state.limits.max_request_bytes
@@ -107,7 +107,7 @@ def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9) -> Calib
             return result
         except (OSError, ValueError, TypeError, KeyError):
             pass  # a stale or damaged cache: measure again
-    plan = h._get_plan()
+    plan = h.plan()
     curves = {}
     for kind, state in plan.states.items():
         if state.available and kind not in plan.static_excluded:
@@ -127,6 +127,4 @@ def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9) -> Calib
 
 
 def _apply(h, result: Calibration) -> None:
-    h.calibration = result
-    h.thresholds_override = result.thresholds
-    h._last_decision = None
+    h.use_calibration(result)
