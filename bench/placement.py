@@ -30,7 +30,7 @@ from straightline_sdk.packaging import encode_request
 from straightline_sdk.placement import (DEFAULT_THRESHOLDS, LAMBDA_LIMITS, Features, Limits,
                                         Plan, RateEstimator, TargetState)
 from straightline_sdk.runtime import wire
-from straightline_sdk.targets.base import Probe, Target
+from straightline_sdk.targets.base import Probe, Reply, Target
 from straightline_sdk.telemetry import Telemetry
 
 
@@ -54,8 +54,7 @@ class NullTarget(Target):
         pass
 
     def invoke(self, segments, total, timeout):
-        self.cold = False
-        return self.response
+        return Reply(self.response)
 
     def health(self):
         return True, "ok"

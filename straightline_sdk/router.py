@@ -227,13 +227,10 @@ class Router:
                 rerun = None
             try:
                 target = self._targets.get(kind) or self.ensure_deployed(kind)
-                cold = target.cold
                 t0 = time.perf_counter()
-                body = (target.invoke_chunk if chunk else target.invoke)(
+                reply = (target.invoke_chunk if chunk else target.invoke)(
                     segments, total, self.spec.resources.timeout_s)
                 latency = time.perf_counter() - t0
-                if target.last_call_cold is not None:
-                    cold = target.last_call_cold
             except TargetFailure as exc:
                 last_failure = exc
                 self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
@@ -255,6 +252,7 @@ class Router:
                 with self._cond:
                     state.in_flight -= 1
                     self._cond.notify()
+            body = reply.body
             outcomes = decode_response(body)
             errors = 0
             for ok, _ in outcomes:
@@ -262,7 +260,7 @@ class Router:
                     errors += 1
             self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
                                   items=n, request_bytes=total, response_bytes=len(body),
-                                  latency_s=latency, cold=cold,
+                                  latency_s=latency, cold=reply.cold,
                                   outcome="error" if errors else "ok")
             self.last_decision = decision
             return outcomes, decision

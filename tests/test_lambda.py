@@ -368,7 +368,7 @@ def test_a_bundle_over_the_direct_upload_limit_goes_through_s3(aws):
     ops = aws.operations()
     assert f"PUT /{bucket}" in ops and "CreateFunction" in ops
     segments, total = encode_request([((3,), {})])
-    outcomes = wire.decode(target.invoke(segments, total, None))
+    outcomes = wire.decode(target.invoke(segments, total, None).body)
     assert outcomes[0][0] is True and outcomes[0][1]["value"] == 9
     # Lambda keeps its own copy: the upload is removed
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import time
 
-from .base import DeploySpec, Probe, Resources, Target
+from .base import DeploySpec, Probe, Reply, Resources, Target
 
 REGISTRY = {
     "local": "straightline_sdk.targets.local:LocalTarget",
@@ -55,4 +55,4 @@ def probe(kind: str, options: dict, *, fresh: bool = False) -> Probe:
     return result
 
 
-__all__ = ["REGISTRY", "DeploySpec", "Probe", "Resources", "Target", "probe", "target_class"]
+__all__ = ["REGISTRY", "DeploySpec", "Probe", "Reply", "Resources", "Target", "probe", "target_class"]

@@ -45,7 +45,7 @@ from tenacity import (RetryError, Retrying, retry_if_exception, retry_if_excepti
 from ..errors import CallTimeout, PayloadTooLarge, TargetFailure, TargetUnavailable
 from ..local_state import owner_alive, owner_tag
 from ..placement.constraints import LAMBDA_LIMITS
-from .base import Probe, Target
+from .base import Probe, Reply, Target
 
 KIND = "lambda"
 INSTALL_HINT = "pip install 'straightline-sdk[aws]'"
@@ -572,7 +572,7 @@ class LambdaTarget(Target):
             raise TargetFailure(f"the call to AWS Lambda broke off: {exc}", target=KIND,
                                 may_have_run=True) from exc
 
-    def _read_response(self, response: dict) -> bytes:
+    def _read_response(self, response: dict) -> Reply:
         raw = response["Payload"].read()
         tail = response.get("LogResult")
         if tail:
@@ -593,11 +593,11 @@ class LambdaTarget(Target):
         with self._lock:
             self.calls += 1
             self.cold_starts += cold
-            self.last_call_cold = cold
             self.cold = False
         if "error" in body:
             raise self._runtime_error(body["error"] or {})
-        return bytearray(base64.b64decode(body["frame"]))  # writable, as on the other targets
+        # writable, as on the other targets; cold as Lambda reported it for this very call
+        return Reply(bytearray(base64.b64decode(body["frame"])), cold=cold)
 
     def _function_error(self, body: dict) -> Exception:
         kind = str(body.get("errorType", ""))

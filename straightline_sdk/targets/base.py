@@ -13,6 +13,7 @@ and never interpret the response frame: the user's errors travel inside it.
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -57,6 +58,17 @@ class DeploySpec:
         return self.package.name
 
 
+@dataclass(slots=True)
+class Reply:
+    """What one ``invoke`` brings back: the response frame, and facts about that
+    call alone. Nothing about a call is left on the target, where a concurrent
+    call could read it."""
+
+    body: bytes | bytearray | memoryview
+    cold: bool = False       # this call started the deployment (a fresh worker, a Lambda init)
+    timings: dict = field(default_factory=dict)   # e.g. {"init_s": 0.4}: what the target measured
+
+
 class Target:
     kind: ClassVar[str] = ""
     #: calls it takes at once before it counts as saturated (None: unbounded)
@@ -65,10 +77,17 @@ class Target:
     def __init__(self, spec: DeploySpec, progress=None):
         self.spec = spec
         self.progress = progress
-        self.cold = True   # the next call is the first on a fresh deployment
-        # Targets that learn per call whether it started cold (Lambda's Init
-        # Duration) set this after each invoke; the router prefers it to ``cold``.
-        self.last_call_cold: bool | None = None
+        self.cold = True   # no call has been answered on this deployment yet
+        self._answered_lock = threading.Lock()
+
+    def _first_answer(self) -> bool:
+        """Note that a call was answered; True for the first one only, whichever
+        thread it came on (its Reply is the cold one)."""
+        if not self.cold:
+            return False
+        with self._answered_lock:
+            cold, self.cold = self.cold, False
+        return cold
 
     @classmethod
     def probe(cls, options: dict) -> Probe:
@@ -77,10 +96,10 @@ class Target:
     def deploy(self) -> None:
         raise NotImplementedError
 
-    def invoke(self, segments: list, total: int, timeout: float | None) -> bytes | bytearray:
+    def invoke(self, segments: list, total: int, timeout: float | None) -> Reply:
         raise NotImplementedError
 
-    def invoke_chunk(self, segments: list, total: int, timeout: float | None) -> bytes | bytearray:
+    def invoke_chunk(self, segments: list, total: int, timeout: float | None) -> Reply:
         """One chunk of a map. Targets with a better way to fan out many calls
         override it (Ray: tasks across the cluster instead of the warm actor)."""
         return self.invoke(segments, total, timeout)

@@ -54,7 +54,7 @@ from ..packaging import content_hash, docker_context
 from ..packaging.dependencies import capture, download_wheels
 from ..placement import MB, Limits
 from ..runtime import wire
-from .base import Probe, Target
+from .base import Probe, Reply, Target
 from .http import WorkerClient, invoke_worker, worker_health
 
 KIND = "docker"
@@ -686,8 +686,7 @@ class DockerTarget(Target):
         except CallTimeout as exc:
             self._restart_container(client)
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
-        self.cold = False
-        return body
+        return Reply(body, cold=self._first_answer())
 
     def _restart_container(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function cannot

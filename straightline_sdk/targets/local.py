@@ -22,7 +22,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
 from ..runtime import execute, wire
-from .base import Probe, Target
+from .base import Probe, Reply, Target
 from .http import WorkerClient, invoke_worker, worker_health
 
 
@@ -143,8 +143,7 @@ class LocalTarget(Target):
         except CallTimeout as exc:
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
-        self.cold = False
-        return body
+        return Reply(body, cold=self._first_answer())
 
     def _replace_worker(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function

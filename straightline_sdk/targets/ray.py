@@ -32,7 +32,7 @@ import time
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import MB, Limits
 from ..runtime import ray_entry
-from .base import Probe, Target
+from .base import Probe, Reply, Target
 
 log = logging.getLogger("straightline")
 
@@ -336,9 +336,8 @@ class RayTarget(Target):
                 may_have_run=True,
                 hint="the next call starts a new actor; allow another target (targets=[...]) "
                      "for automatic failover") from exc
-        self.cold = False
         # writable, like every target's response: arrays rebuilt from it are not read-only
-        return bytearray(body)
+        return Reply(bytearray(body), cold=self._first_answer())
 
     def health(self) -> tuple[bool, str]:
         if self._actor is None:
