@@ -26,9 +26,10 @@ import common  # this script's folder is on sys.path
 
 import straightline_sdk as straightline
 from straightline_sdk import targets as target_registry
-from straightline_sdk.packaging import encode_request
-from straightline_sdk.placement import (DEFAULT_THRESHOLDS, LAMBDA_LIMITS, Features, Limits,
+from straightline_sdk.protocol import encode_request
+from straightline_sdk.placement import (DEFAULT_THRESHOLDS, Features, Limits,
                                         Plan, RateEstimator, TargetState)
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from straightline_sdk.runtime import wire
 from straightline_sdk.targets.base import Probe, Reply, Target
 from straightline_sdk.telemetry import Telemetry

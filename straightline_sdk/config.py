@@ -13,12 +13,15 @@ clusters, so a user opts in with ``targets=`` or STRAIGHTLINE_TARGETS.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import threading
 from dataclasses import dataclass, field, replace
 
-from .placement import DEFAULT_THRESHOLDS, KINDS, Thresholds
+from . import targets as target_registry
+from .placement import DEFAULT_THRESHOLDS, Thresholds
+from .targets.options import TargetOptions
 
 DEFAULT_TARGETS = ("local", "docker")
 _UNITS = {"": 1, "b": 1, "kb": 1024, "k": 1024, "mb": 1024 ** 2, "m": 1024 ** 2,
@@ -39,9 +42,12 @@ def _check_targets(targets) -> tuple[str, ...]:
     if isinstance(targets, str):
         targets = [t for t in re.split(r"[,\s]+", targets) if t]
     targets = tuple(targets)
-    unknown = [t for t in targets if t not in KINDS]
+    kinds = target_registry.kinds()
+    unknown = [t for t in targets if t not in kinds]
     if unknown:
-        raise ValueError(f"unknown target(s) {unknown}; choose from {list(KINDS)}")
+        hints = [f"{t!r} (did you mean {close[0]!r}?)" if close else repr(t)
+                 for t in unknown for close in [difflib.get_close_matches(t, kinds, n=1)]]
+        raise ValueError(f"unknown target(s) {', '.join(hints)}; choose from {list(kinds)}")
     return targets
 
 
@@ -61,8 +67,9 @@ class Settings:
         return Thresholds(self.rate_threshold, self.size_threshold, calibrated=False,
                           basis="configured")
 
-    def target_options(self, kind: str) -> dict:
-        return dict(self.options.get(kind, {}))
+    def target_options(self, kind: str) -> TargetOptions:
+        """``kind``'s options, typed and validated (see targets/<kind>/options.py)."""
+        return target_registry.parse_options(kind, self.options.get(kind, {}), source="settings")
 
 
 def from_environment(env=os.environ) -> Settings:
@@ -80,7 +87,7 @@ def from_environment(env=os.environ) -> Settings:
         changes["progress"] = env["STRAIGHTLINE_PROGRESS"].lower() in ("1", "true", "yes", "on")
     options: dict = {}
     for key, value in env.items():
-        for kind in KINDS:
+        for kind in target_registry.kinds():
             prefix = f"STRAIGHTLINE_{kind.upper()}_"
             if key.startswith(prefix) and len(key) > len(prefix):
                 options.setdefault(kind, {})[key[len(prefix):].lower()] = value
@@ -127,7 +134,10 @@ def configure(*, rate_threshold: float | None = None, size_threshold=None, targe
             merged = {k: dict(v) for k, v in current.options.items()}
             for kind, opts in options.items():
                 _check_targets([kind])
+                if isinstance(opts, TargetOptions):
+                    opts = opts.given()
                 merged.setdefault(kind, {}).update(opts)
+                target_registry.parse_options(kind, merged[kind], source="configure(options=...)")
             changes["options"] = merged
         _settings = replace(current, **changes)
         return _settings

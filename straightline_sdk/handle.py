@@ -16,13 +16,13 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from .config import settings
 from .errors import PlacementError
 from .packaging import FunctionPackage
-from .packaging.payload import code_locations
 from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
 from .profile import Profile, profile_call
 from .progress import Progress
-from .remote import rebuild_exception
+from .protocol import code_locations, rebuild_exception
+from .resources import Resources
 from .router import DOWN_FOR_S, Router  # noqa: F401  (DOWN_FOR_S: where it used to live)
-from .targets.base import DeploySpec, Resources, Target
+from .targets.base import DeploySpec, Target, note_gone, note_live
 from .telemetry import Telemetry
 
 log = logging.getLogger("straightline")
@@ -378,12 +378,14 @@ _live_lock = threading.Lock()
 def register(dep: Deployment) -> None:
     with _live_lock:
         _live[dep.name] = dep
+        note_live(dep.spec)
 
 
 def _unregister(dep: Deployment) -> None:
     with _live_lock:
         if _live.get(dep.name) is dep:
             del _live[dep.name]
+            note_gone(dep.spec)
 
 
 def live(name: str) -> Deployment | None:

@@ -23,8 +23,7 @@ from .config import settings
 from .errors import PlacementError, StraightLineError, TargetFailure, TargetUnavailable
 from .placement import Decision, Features, Plan, RateEstimator, TargetState, Thresholds
 from .progress import Progress
-from .packaging import encode_request
-from .runtime.wire import decode as decode_response
+from .protocol import decode_response, encode_request
 from .targets.base import DeploySpec, Target
 from .telemetry import Telemetry
 

@@ -30,10 +30,12 @@ import straightline_sdk as straightline
 from straightline_sdk import (CallTimeout, PayloadTooLarge, PlacementError, Resources,
                               TargetFailure, TargetUnavailable)
 from straightline_sdk import targets as target_registry
-from straightline_sdk.packaging import encode_request, package_function
-from straightline_sdk.packaging import lambda_zip
-from straightline_sdk.placement import (LAMBDA_LIMITS, MB, Features, Plan, TargetState,
+from straightline_sdk.packaging import package_function
+from straightline_sdk.protocol import encode_request
+from straightline_sdk.targets.aws_lambda import bundle as lambda_zip
+from straightline_sdk.placement import (MB, Features, Plan, TargetState,
                                         Thresholds)
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from straightline_sdk.runtime import wire
 from straightline_sdk.targets.aws_lambda import (DEFAULT_ROLE_NAME, DEFAULT_TIMEOUT_S, TAG_KEY,
                                                  TAG_MANAGED, LambdaTarget, function_name_for)

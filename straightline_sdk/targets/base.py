@@ -19,16 +19,7 @@ from typing import ClassVar
 
 from ..packaging import FunctionPackage
 from ..placement import Limits
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one call needs. ``None`` leaves the target's default."""
-
-    memory_mb: int | None = None
-    cpus: float | None = None
-    gpus: int = 0
-    timeout_s: float | None = None
+from ..resources import Resources  # noqa: F401  (re-exported: it was defined here)
 
 
 @dataclass(frozen=True)
@@ -49,7 +40,7 @@ class DeploySpec:
     package: FunctionPackage
     resources: Resources = field(default_factory=Resources)
     requirements: tuple[str, ...] = ()
-    options: dict = field(default_factory=dict)
+    options: object = field(default_factory=dict)   # the kind's Options (targets/options.py)
     keep: bool = False
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
@@ -67,6 +58,25 @@ class Reply:
     body: bytes | bytearray | memoryview
     cold: bool = False       # this call started the deployment (a fresh worker, a Lambda init)
     timings: dict = field(default_factory=dict)   # e.g. {"init_s": 0.4}: what the target measured
+
+
+# The deployments live in this process, as their specs: the handle notes them
+# here (a downward call), so a target's inventory can tell its orphans without
+# importing the handle.
+_live_specs: dict[int, DeploySpec] = {}
+
+
+def note_live(spec: DeploySpec) -> None:
+    _live_specs[id(spec)] = spec
+
+
+def note_gone(spec: DeploySpec) -> None:
+    _live_specs.pop(id(spec), None)
+
+
+def live_specs() -> list[DeploySpec]:
+    """The specs of this process's live deployments."""
+    return list(_live_specs.values())
 
 
 class Target:
