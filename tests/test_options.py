@@ -62,15 +62,15 @@ def test_environment_options_are_typed_when_read(monkeypatch):
         straightline.configure(reset=True)
 
 
-def test_a_misspelt_environment_option_makes_the_probe_say_so(monkeypatch):
+def test_a_misspelt_environment_option_is_refused_naming_the_variable(monkeypatch):
     monkeypatch.setenv("STRAIGHTLINE_LOCAL_CONCURENCY", "2")
-    try:
+    with pytest.raises(ValueError, match=r"STRAIGHTLINE_LOCAL_CONCURENCY\); did you mean 'concurrency'"):
         straightline.configure(reset=True)
-        probe = targets.probe("local", straightline.settings().options.get("local"), fresh=True)
-        assert not probe.available and "did you mean 'concurrency'" in probe.reason
-    finally:
-        monkeypatch.delenv("STRAIGHTLINE_LOCAL_CONCURENCY")
-        straightline.configure(reset=True)
+
+
+def test_a_probe_with_options_that_cannot_be_read_says_why():
+    probe = targets.probe("local", {"concurency": 2}, fresh=True)
+    assert not probe.available and "did you mean 'concurrency'" in probe.reason
 
 
 def test_configured_targets_are_checked_against_the_registry():
