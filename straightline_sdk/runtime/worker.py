@@ -171,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if not self._authorized():
             return
-        if self.path != "/health":
+        if self.path != wire.HEALTH_PATH:
             self._send_json(404, {"error": f"no such endpoint: GET {self.path}"})
             return
         w = self.worker
@@ -183,9 +183,9 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body()  # read first so the connection stays usable on refusal
         if not self._authorized():
             return
-        if self.path == "/invoke":
+        if self.path == wire.INVOKE_PATH:
             self._invoke(body)
-        elif self.path == "/json":
+        elif self.path == wire.JSON_PATH:
             self._invoke_json(body)
         else:
             self._send_json(404, {"error": f"no such endpoint: POST {self.path}"})
@@ -276,19 +276,19 @@ def main() -> None:
     token = os.environ.get(wire.TOKEN_ENV, "")
     if not token:
         sys.exit("straightline worker: STRAIGHTLINE_TOKEN is not set; refusing to serve without a token")
-    parent = os.environ.get("STRAIGHTLINE_PARENT_PID")
+    parent = os.environ.get(wire.PARENT_PID_ENV)
     if parent:
         _watch_parent(int(parent))
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    with open(os.environ["STRAIGHTLINE_FUNCTION"], "rb") as f:
+    with open(os.environ[wire.FUNCTION_ENV], "rb") as f:
         fn = execute.load_function(f.read())
     server = serve(
         fn, token=token,
-        host=os.environ.get("STRAIGHTLINE_HOST", "127.0.0.1"),
-        port=int(os.environ.get("STRAIGHTLINE_PORT", "0")),
-        concurrency=int(os.environ.get("STRAIGHTLINE_CONCURRENCY", "4")),
-        name=os.environ.get("STRAIGHTLINE_NAME", ""),
-        listen_fd=int(os.environ["STRAIGHTLINE_LISTEN_FD"]) if os.environ.get("STRAIGHTLINE_LISTEN_FD") else None,
+        host=os.environ.get(wire.HOST_ENV, "127.0.0.1"),
+        port=int(os.environ.get(wire.PORT_ENV, "0")),
+        concurrency=int(os.environ.get(wire.CONCURRENCY_ENV, "4")),
+        name=os.environ.get(wire.NAME_ENV, ""),
+        listen_fd=int(os.environ[wire.LISTEN_FD_ENV]) if os.environ.get(wire.LISTEN_FD_ENV) else None,
         ready=lambda port: print(f"{READY_LINE} port={port}", flush=True),
     )
     server.serve_forever()
