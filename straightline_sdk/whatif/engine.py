@@ -317,7 +317,7 @@ class _Run:
         self.pinned = {t: core.build_plan(features, self.states, t) for t in models} \
             if policy.kind in (RANDOM, ORACLE) else {}
         if policy.kind == RANDOM:
-            rng = random.Random(seed + 7)
+            rng = random.Random(f"whatif-random-policy-{seed}")
             names = list(models)
             self.picks = [rng.choice(names) for _ in range(n)]
         self.thresholds = policy.thresholds or core.DEFAULT_THRESHOLDS

@@ -90,7 +90,9 @@ class FunctionModel(_Model):
         """A function multiplying a service time by this model's jitter (mean 1)."""
         if self.jitter in (0, 0.0, None, "none"):
             return None
-        rng = random.Random(seed)
+        # a stream of its own: a traffic pattern drawn with the same seed must not
+        # be correlated with the service times
+        rng = random.Random(f"whatif-service-{seed}")
         if self.jitter == "exponential":
             return lambda t: t * rng.expovariate(1.0)
         cv = float(self.jitter)

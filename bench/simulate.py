@@ -1,0 +1,297 @@
+"""The what-if simulator checked against real replays, then run at cloud scale.
+
+    python bench/simulate.py --validate   # real replays here (3x) vs the this-machine preset; minutes
+    python bench/simulate.py --scale      # the full conv and code traces at 1x, 10x, 100x, cloud preset
+    python bench/simulate.py              # both, and the speed check
+
+--validate replays the same trace windows as bench/paper.py (Azure LLM traces, compressed
+--compression times, 1 KiB a token) on this machine --repeats times for every placement it
+can run here (StraightLine with the default thresholds, all-local, all-docker, all-lambda on
+moto, random), and simulates each window with the this-machine preset and bench/paper.py's
+client (a 32-thread pool, a 2 s start deadline, a 15 s time limit). The function's runtime
+line is measured here first (the classifier at three sizes). Printed for every placement:
+predicted against the median measured mean and p95, the error, and the replays' own spread
+(max - min over median). Goal: error within 15 % (or within the spread, where that is wider)
+for every placement with at least 50 completed requests.
+
+--scale simulates every request of the conv and code traces at 1x, 10x and 100x their rate
+under the cloud preset, with every policy (StraightLine with default, calibrated and tuned
+thresholds, every static tier, random, the oracle). Goal: StraightLine with tuned thresholds
+has a mean response time <= 0.7x the best static placement's at no more than its cost, and no
+policy is both faster and cheaper. Where a goal is not met the output says which part fails.
+
+Speed: one hour of the conv trace under every policy, this-machine preset, <= 5 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import statistics
+import time
+
+import common  # this script's folder is on sys.path
+import paper
+
+import straightline_sdk as straightline
+from straightline_sdk import whatif as wi_fn
+from straightline_sdk.whatif import engine, presets, traffic as traffic_mod
+from straightline_sdk.whatif.models import ClientModel, FunctionModel
+
+MB = 1024 * 1024
+
+
+def measure_function(classify, width: int, source: bytes, reference_bytes: int) -> FunctionModel:
+    """The classifier's runtime line here: three sizes, medians of five, least squares."""
+    points = []
+    for tokens in (100, 1000, 4000):
+        data = bytearray(source[:tokens * width * 4])
+        samples = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            classify(data)
+            samples.append(time.perf_counter() - t0)
+        points.append((len(data) / MB, statistics.median(samples)))
+    mx = sum(x for x, _ in points) / 3
+    my = sum(y for _, y in points) / 3
+    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    ref = reference_bytes / MB
+    when = time.strftime("%Y-%m-%d")
+    return FunctionModel(runtime_s=max(0.0, my + slope * (ref - mx)), reference_bytes=reference_bytes,
+                         runtime_per_mb_s=max(0.0, slope), result_bytes=64,
+                         sources={"runtime_s": f"measured here by bench/simulate.py on {when}",
+                                  "runtime_per_mb_s": f"measured here by bench/simulate.py on {when} "
+                                                      f"(100, 1000, 4000 tokens)"})
+
+
+def as_traffic(name: str, requests, width: int) -> traffic_mod.Traffic:
+    # r_d is the serialized request: the rows plus the frame's few bytes
+    return traffic_mod.Traffic(tuple(t for t, _ in requests),
+                               tuple(tokens * width * 4 + 96 for _, tokens in requests), name)
+
+
+# -- validation ---------------------------------------------------------------------------
+
+def validate(args, report) -> None:
+    replay_s = args.replay_s or (0.5 if args.dry_run else 6.0)
+    repeats = 1 if args.dry_run else args.repeats
+    model = paper.fit_model(args.width)
+    classify = paper.make_classifier(model, args.width)
+    paper.check_classifier(classify, model, args.width)
+    windows = {}
+    for name in args.traces.split(","):
+        windows[name] = paper.window(paper.load_trace(name), args.offset_s, replay_s * args.compression,
+                                     args.compression)
+    import numpy
+    largest = max((t for reqs in windows.values() for _, t in reqs), default=1)
+    source = numpy.random.default_rng(2).normal(0, 2, max(largest, 4000) * args.width).astype(numpy.float32).tobytes()
+    sample = (bytearray(source[:1024 * args.width * 4]),)
+    function = measure_function(classify, args.width, source, 1024 * args.width * 4)
+    report.extra["function"] = {"runtime_s": function.runtime_s, "runtime_per_mb_s": function.runtime_per_mb_s}
+    print(f"function here: {function.runtime_s * 1000:.2f} ms at 1 MB, "
+          f"+{function.runtime_per_mb_s * 1000:.2f} ms per MB", flush=True)
+
+    measured: dict = {}
+    lambda_env = contextlib.nullcontext((None, "dry run")) if args.dry_run else common.moto_lambda()
+    with lambda_env as (moto, moto_why):
+        available = ["local"]
+        if not args.dry_run:
+            ok, why = common.target_ready("docker")
+            available.append("docker") if ok else report.skip("all-docker", why)
+            if moto is not None and common.target_ready("lambda")[0]:
+                available.append("lambda")
+            else:
+                report.skip("all-lambda", moto_why or "lambda target not ready")
+        resources = straightline.Resources(timeout_s=args.timeout)
+        handles = {}
+        try:
+            for kind in available:
+                h = straightline.deploy(classify, target=kind, name=f"simulate_{kind}", resources=resources)
+                handles[f"all-{kind}"] = h
+                h(bytearray(source[:args.width * 4]))
+            handles["straightline"] = straightline.deploy(
+                classify, sample=sample, targets=available, prewarm=True, name="simulate_straightline",
+                resources=resources)
+            statics = [handles[f"all-{k}"] for k in available]
+            placements = ["straightline"] + [f"all-{k}" for k in available] + \
+                (["random"] if len(statics) > 1 else [])
+            for trace_name, requests in windows.items():
+                for placement in placements:
+                    for rep in range(repeats):
+                        if placement == "random":
+                            rng = random.Random(args.seed + rep)
+                            picks = [rng.choice(statics) for _ in requests]
+                            choose = lambda i, picks=picks: (picks[i].pinned, picks[i])  # noqa: E731
+                        else:
+                            h = handles[placement]
+                            choose = lambda i, h=h, label=placement: (label, h)  # noqa: E731
+                        print(f"replaying {trace_name} on {placement} ({len(requests)} requests), "
+                              f"run {rep + 1}/{repeats} ...", flush=True)
+                        results = paper.replay(requests, choose, width=args.width, pool_size=args.pool,
+                                               start_deadline=args.start_deadline, timeout=args.timeout,
+                                               source=source)
+                        row = paper.summarize(placement, trace_name, results, {})
+                        measured.setdefault((trace_name, placement), []).append(row)
+        finally:
+            for h in handles.values():
+                h.undeploy()
+
+    client = ClientModel(max_in_flight=args.pool, start_deadline_s=args.start_deadline,
+                         timeout_s=args.timeout,
+                         sources={"max_in_flight": "bench/paper.py's replay pool",
+                                  "start_deadline_s": "bench/paper.py", "timeout_s": "bench/paper.py"})
+    setup = presets.this_machine()
+    setup = presets.Setup(setup.name, {k: v for k, v in setup.tiers.items() if k in available}, client,
+                          setup.description)
+    sl = wi_fn.POLICIES  # noqa: F841  (the names; the policies are built below)
+    for trace_name, requests in windows.items():
+        tr = as_traffic(trace_name, requests, args.width)
+        for placement in {p for (t, p) in measured if t == trace_name}:
+            if placement == "straightline":
+                policy = engine.straightline(straightline.settings().thresholds)
+            elif placement == "random":
+                policy = engine.random_policy()
+            else:
+                policy = engine.static(placement[4:])
+            predicted = engine.simulate(tr, setup, function, policy, seed=args.seed,
+                                        rate_window_s=straightline.settings().rate_window_s)
+            runs = measured[(trace_name, placement)]
+            means = [r["mean_ms"] for r in runs if r["mean_ms"] is not None]
+            p95s = [r["p95_ms"] for r in runs if r["p95_ms"] == r["p95_ms"] and r["p95_ms"] is not None]
+            completed = statistics.median([r["requests"] * (1 - r["failure_rate"]) for r in runs])
+            row = {"trace": trace_name, "placement": placement, "requests": len(requests),
+                   "completed": completed,
+                   "measured_mean_ms": statistics.median(means) if means else math.nan,
+                   "predicted_mean_ms": predicted.mean_s * 1000,
+                   "measured_p95_ms": statistics.median(p95s) if p95s else math.nan,
+                   "predicted_p95_ms": predicted.p95_s * 1000,
+                   "measured_failed": statistics.median([r["failure_rate"] for r in runs]),
+                   "predicted_failed": predicted.failed / predicted.requests,
+                   "runs": len(runs)}
+            for what, values in (("mean", means), ("p95", p95s)):
+                m, p = row[f"measured_{what}_ms"], row[f"predicted_{what}_ms"]
+                row[f"{what}_error"] = abs(p - m) / m if m and m == m else math.nan
+                row[f"{what}_spread"] = (max(values) - min(values)) / m if len(values) > 1 and m else math.nan
+            report.rows.append(row)
+            if completed >= 50:
+                ok = all(row[f"{w}_error"] <= max(0.15, row[f"{w}_spread"] if row[f"{w}_spread"] == row[f"{w}_spread"] else 0)
+                         for w in ("mean", "p95"))
+                report.goal(f"validate {trace_name} {placement}: error <= 15 % or within the spread", ok,
+                            f"mean {common.fmt(row['predicted_mean_ms'])} vs {common.fmt(row['measured_mean_ms'])} ms "
+                            f"(error {row['mean_error']:.0%}, spread {row['mean_spread']:.0%}); p95 "
+                            f"{common.fmt(row['predicted_p95_ms'])} vs {common.fmt(row['measured_p95_ms'])} ms "
+                            f"(error {row['p95_error']:.0%}, spread {row['p95_spread']:.0%})")
+    print()
+    print(report.table([("trace", "trace"), ("placement", "placement"), ("completed", "done"),
+                        ("measured_mean_ms", "mean real"), ("predicted_mean_ms", "mean sim"),
+                        ("mean_error", "err"), ("mean_spread", "spread"),
+                        ("measured_p95_ms", "p95 real"), ("predicted_p95_ms", "p95 sim"),
+                        ("p95_error", "err"), ("p95_spread", "spread"),
+                        ("measured_failed", "failed real"), ("predicted_failed", "failed sim")]))
+
+
+# -- scale --------------------------------------------------------------------------------
+
+def scale(args, report, function: FunctionModel) -> None:
+    factors = [float(f) for f in args.factors.split(",")]
+    rows = []
+    for name in args.traces.split(","):
+        base = traffic_mod.from_csv(os.path.join(paper.TRACES, f"{name}.csv"), bytes_per_token=args.width * 4)
+        if args.dry_run:
+            base = base.window(0, 60)
+        for factor in factors:
+            tr = base.scaled(factor) if factor != 1 else base
+            t0 = time.perf_counter()
+            result = wi_fn(None, tr, preset="cloud", function=function, seed=args.seed)
+            took = time.perf_counter() - t0
+            print(f"\n{name} x{factor:g}: {len(tr)} requests, simulated in {took:.1f} s")
+            print(result.table(), flush=True)
+            if result.tuned:
+                print(f"tuned: {result.tuned.explanation}")
+            for r in result.results:
+                d = r.to_dict()
+                d.update(trace=name, factor=factor, failed=r.failed,
+                         failures=", ".join(f"{k} {v}" for k, v in r.failures.items()))
+                rows.append(d)
+            statics = [r for r in result.results if r.policy.kind == "static" and r.failed == 0]
+            tuned = result["straightline-tuned"]
+            label = f"{name} x{factor:g}"
+            if not statics:
+                report.goal(f"{label}: tuned mean <= 0.7x best static at no more cost", None,
+                            "no static placement completes every request")
+                continue
+            best = min(statics, key=lambda r: r.mean_s)
+            ratio = tuned.mean_s / best.mean_s
+            cheaper = tuned.usd_per_million <= best.usd_per_million * 1.0001
+            report.goal(f"{label}: straightline-tuned mean <= 0.7x best static ({best.label}) at no more cost",
+                        ratio <= 0.7 and cheaper and tuned.failed == 0,
+                        f"{tuned.mean_s * 1000:.3g} ms vs {best.mean_s * 1000:.3g} ms = {ratio:.2f}x"
+                        f"{'' if ratio <= 0.7 else ' (speed part fails)'}; ${tuned.usd_per_million:.3g} "
+                        f"vs ${best.usd_per_million:.3g} per million"
+                        f"{'' if cheaper else ' (cost part fails)'}"
+                        + (f"; {tuned.failed} failed" if tuned.failed else ""))
+            dominating = [r.label for r in result.results if not r.policy.lower_bound and r is not tuned
+                          and r.failed <= tuned.failed and r.mean_s < tuned.mean_s * 0.99
+                          and r.usd_per_million < tuned.usd_per_million * 0.99]
+            report.goal(f"{label}: no policy both faster and cheaper than straightline-tuned",
+                        not dominating, ", ".join(dominating) or "none")
+    report.extra["scale"] = rows
+
+
+def speed(args, report, function: FunctionModel) -> None:
+    conv = traffic_mod.from_csv(os.path.join(paper.TRACES, "conv.csv"), bytes_per_token=args.width * 4)
+    hour = conv.window(0, 60 if args.dry_run else 3600)
+    t0 = time.perf_counter()
+    result = wi_fn(None, hour, preset="this-machine", function=function, seed=args.seed)
+    took = time.perf_counter() - t0
+    report.extra["speed"] = {"requests": len(hour), "policies": len(result.results), "seconds": took}
+    report.goal("one hour of the conv trace under every policy in <= 5 s", took <= 5.0,
+                f"{took:.2f} s for {len(hour)} requests x {len(result.results)} policies "
+                f"(noisy: measured on a shared machine)")
+
+
+def main() -> None:
+    p = common.parser(__doc__)
+    p.add_argument("--validate", action="store_true")
+    p.add_argument("--scale", action="store_true")
+    p.add_argument("--traces", default="conv,code")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--compression", type=float, default=4.0)
+    p.add_argument("--replay-s", type=float, default=None, help="replayed seconds per window (default 6)")
+    p.add_argument("--offset-s", type=float, default=0.0)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--pool", type=int, default=32)
+    p.add_argument("--start-deadline", type=float, default=2.0)
+    p.add_argument("--timeout", type=float, default=15.0)
+    p.add_argument("--factors", default="1,10,100")
+    p.add_argument("--seed", type=int, default=7)
+    args = p.parse_args()
+    both = not args.validate and not args.scale
+    report = common.Report("simulate", "What-if simulator: validation here, and the traces at cloud scale",
+                           vars(args))
+    straightline.configure(progress=False)
+    if args.validate or both:
+        validate(args, report)
+    # the function for scale and speed: the validation's measurement, or measured now
+    fn = None
+    if args.scale or both:
+        model = paper.fit_model(args.width)
+        classify = paper.make_classifier(model, args.width)
+        import numpy
+        source = numpy.random.default_rng(2).normal(0, 2, 4000 * args.width).astype(numpy.float32).tobytes()
+        fn = measure_function(classify, args.width, source, 1024 * args.width * 4)
+        scale(args, report, fn)
+        speed(args, report, fn)
+    chart_rows = [r for r in report.rows if r.get("predicted_mean_ms")]
+    report.finish(args.out, chart={"labels": [f"{r['trace']} {r['placement']} {k}" for r in chart_rows
+                                              for k in ("real", "sim")],
+                                   "values": [v for r in chart_rows
+                                              for v in (r["measured_mean_ms"], r["predicted_mean_ms"])],
+                                   "unit": "mean response time, ms: real replay (median) vs simulated",
+                                   "log": True} if chart_rows else None)
+
+
+if __name__ == "__main__":
+    main()
