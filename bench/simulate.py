@@ -66,6 +66,55 @@ def measure_function(classify, width: int, source: bytes, reference_bytes: int) 
                                                       f"(100, 1000, 4000 tokens)"})
 
 
+def measure_line(h, source: bytes, width: int, tokens=(100, 1000, 4000), repeats: int = 5):
+    """A deployed target's service line with this very function: (seconds at 0 MB, seconds
+    per MB), from warm sequential calls at three sizes (medians)."""
+    points = []
+    for n in tokens:
+        data = bytearray(source[:n * width * 4])
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            h(data)
+            samples.append(time.perf_counter() - t0)
+        points.append((len(data) / MB, statistics.median(samples)))
+    if len(points) == 1:
+        return points[0][1], 0.0
+    mx = sum(x for x, _ in points) / len(points)
+    my = sum(y for _, y in points) / len(points)
+    slope = max(0.0, sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points))
+    return max(0.0, my - slope * mx), slope
+
+
+def measured_setup(handles: dict, source: bytes, width: int, client, reference_bytes: int):
+    """The this-machine preset with each tier's service line measured now through the
+    deployed targets (the conditions of the replays that follow), and the function."""
+    base = presets.this_machine()
+    when = time.strftime("%Y-%m-%d %H:%M")
+    how = f"measured by bench/simulate.py on {when}: warm calls of the classifier at 0.1, 1 and 4 MB"
+    l0, l1 = measure_line(handles["all-local"], source, width)
+    ref = reference_bytes / MB
+    function = FunctionModel(runtime_s=l0 + l1 * ref, reference_bytes=reference_bytes, runtime_per_mb_s=l1,
+                             result_bytes=64, sources={"runtime_s": how + " through the local worker "
+                                                       "(transport included)", "runtime_per_mb_s": how})
+    tiers = {"local": base.tiers["local"].override(overhead_s=0.0, per_mb_s=0.0)}
+    if "all-docker" in handles:
+        d0, d1 = measure_line(handles["all-docker"], source, width)
+        speed = d1 / l1 if l1 else 1.0
+        tiers["docker"] = base.tiers["docker"].override(speed=speed, overhead_s=max(0.0, d0 - l0 * speed),
+                                                        per_mb_s=0.0)
+    if "all-lambda" in handles:
+        cold, _ = measure_line(handles["all-lambda"], source, width, tokens=(1,), repeats=3)
+        tiers["lambda"] = base.tiers["lambda"].override(cold_start_s=cold, oversize_fail_s=cold)
+    for model in tiers.values():
+        for name, (_, source_text) in model.params().items():
+            if source_text == "set by you":
+                model.sources[name] = how
+    print("  measured: " + "; ".join(f"{k}: {v.describe().splitlines()[0]}" for k, v in tiers.items())
+          + f"; function {function.runtime_s * 1000:.1f} ms at 1 MB + {l1 * 1000:.1f} ms/MB", flush=True)
+    return presets.Setup("this-machine", tiers, client, base.description), function
+
+
 def as_traffic(name: str, requests, width: int) -> traffic_mod.Traffic:
     # r_d is the serialized request: the rows plus the frame's few bytes
     return traffic_mod.Traffic(tuple(t for t, _ in requests),
@@ -88,10 +137,6 @@ def validate(args, report) -> None:
     largest = max((t for reqs in windows.values() for _, t in reqs), default=1)
     source = numpy.random.default_rng(2).normal(0, 2, max(largest, 4000) * args.width).astype(numpy.float32).tobytes()
     sample = (bytearray(source[:1024 * args.width * 4]),)
-    function = measure_function(classify, args.width, source, 1024 * args.width * 4)
-    report.extra["function"] = {"runtime_s": function.runtime_s, "runtime_per_mb_s": function.runtime_per_mb_s}
-    print(f"function here: {function.runtime_s * 1000:.2f} ms at 1 MB, "
-          f"+{function.runtime_per_mb_s * 1000:.2f} ms per MB", flush=True)
 
     measured: dict = {}
     lambda_env = contextlib.nullcontext((None, "dry run")) if args.dry_run else common.moto_lambda()
@@ -117,7 +162,14 @@ def validate(args, report) -> None:
             statics = [handles[f"all-{k}"] for k in available]
             placements = ["straightline"] + [f"all-{k}" for k in available] + \
                 (["random"] if len(statics) > 1 else [])
+            client = ClientModel(max_in_flight=args.pool, start_deadline_s=args.start_deadline,
+                                 timeout_s=args.timeout,
+                                 sources={"max_in_flight": "bench/paper.py's replay pool",
+                                          "start_deadline_s": "bench/paper.py", "timeout_s": "bench/paper.py"})
+            setups = {}
             for trace_name, requests in windows.items():
+                print(f"measuring the targets' service lines before the {trace_name} replays ...", flush=True)
+                setups[trace_name] = measured_setup(handles, source, args.width, client, 1024 * args.width * 4)
                 for placement in placements:
                     for rep in range(repeats):
                         if placement == "random":
@@ -138,17 +190,13 @@ def validate(args, report) -> None:
             for h in handles.values():
                 h.undeploy()
 
-    client = ClientModel(max_in_flight=args.pool, start_deadline_s=args.start_deadline,
-                         timeout_s=args.timeout,
-                         sources={"max_in_flight": "bench/paper.py's replay pool",
-                                  "start_deadline_s": "bench/paper.py", "timeout_s": "bench/paper.py"})
-    setup = presets.this_machine()
-    setup = presets.Setup(setup.name, {k: v for k, v in setup.tiers.items() if k in available}, client,
-                          setup.description)
-    sl = wi_fn.POLICIES  # noqa: F841  (the names; the policies are built below)
     for trace_name, requests in windows.items():
         tr = as_traffic(trace_name, requests, args.width)
-        for placement in {p for (t, p) in measured if t == trace_name}:
+        setup, function = setups[trace_name]
+        report.extra.setdefault("models", {})[trace_name] = {
+            "function": {k: v for k, (v, _) in function.params().items()},
+            **{name: {k: v for k, (v, _) in m.params().items()} for name, m in setup.tiers.items()}}
+        for placement in [p for p in placements if (trace_name, p) in measured]:
             if placement == "straightline":
                 policy = engine.straightline(straightline.settings().thresholds)
             elif placement == "random":
@@ -260,7 +308,8 @@ def main() -> None:
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--compression", type=float, default=4.0)
     p.add_argument("--replay-s", type=float, default=None, help="replayed seconds per window (default 6)")
-    p.add_argument("--offset-s", type=float, default=0.0)
+    p.add_argument("--offset-s", type=float, default=300.0,
+                   help="where the windows start in the traces (300 s: both traces busy there)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--pool", type=int, default=32)
     p.add_argument("--start-deadline", type=float, default=2.0)

@@ -179,8 +179,12 @@ def whatif(h=None, traffic=None, *, policies=POLICIES, tiers=None, preset="this-
             results.append(_relabel(tuned_box[0].result, policy))
         else:
             results.append(simulate(tr, setup, fn, policy, **common))
-    return WhatIf(results, tr, setup, fn, inputs, tuned_box[0] if tuned_box else None,
-                  time.perf_counter() - t0)
+    result = WhatIf(results, tr, setup, fn, inputs, tuned_box[0] if tuned_box else None,
+                    time.perf_counter() - t0)
+    panel = getattr(h, "_panel", None)
+    if panel is not None:    # the deployment's panel is open: show the prediction there too
+        panel.show_whatif(result)
+    return result
 
 
 def _relabel(result: RunResult, policy: Policy) -> RunResult:

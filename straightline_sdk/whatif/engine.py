@@ -204,7 +204,7 @@ class _LambdaTier:
     """Instances created per concurrent request; idle ones kept ``keep_alive_s``."""
 
     __slots__ = ("env", "name", "model", "state", "run", "idle", "busy", "servers", "waiting",
-                 "in_flight", "first_use", "served", "cold", "factor", "usd")
+                 "in_flight", "first_use", "served", "cold", "factor", "usd", "starters")
 
     def __init__(self, env, name, model, state, run):
         self.env, self.name, self.model, self.state, self.run = env, name, model, state, run
@@ -218,6 +218,9 @@ class _LambdaTier:
         self.cold = 0
         self.factor = model.runtime_factor()
         self.usd = 0.0
+        # an emulator (moto) that starts a container per invoke, a few at a time: a FIFO
+        # queue before ``start_parallelism`` starters, every invoke cold
+        self.starters = [0.0] * model.start_parallelism if model.start_parallelism else None
 
     def _warm_available(self, now: float) -> bool:
         m = self.model
@@ -228,6 +231,8 @@ class _LambdaTier:
         if size > (m.event_limit_bytes or 1 << 62):
             return math.inf
         base = m.transport_s(size) + self.run.runtime(size) * self.factor
+        if self.starters is not None:
+            return max(now, self.starters[0]) + base + m.cold_start_s
         if self.busy < self.servers:
             return now + base + (0.0 if self._warm_available(now) else m.cold_start_s)
         return now + 2 * base + m.cold_start_s   # behind the queue: a rough bound for the oracle
@@ -238,7 +243,21 @@ class _LambdaTier:
         self.in_flight += 1
         self.state.in_flight = self.in_flight
         m = self.model
-        if m.event_limit_bytes is not None and size > m.event_limit_bytes:
+        oversize = m.event_limit_bytes is not None and size > m.event_limit_bytes
+        if self.starters is not None:
+            start = max(now, heapq.heappop(self.starters))
+            if oversize:
+                finish = start + m.oversize_fail_s
+            else:
+                runtime = self.run.runtime(size) * self.factor
+                if self.run.jitter is not None:
+                    runtime = self.run.jitter(runtime)
+                finish = start + m.cold_start_s + m.transport_s(size) + runtime
+                self.cold += 1
+            heapq.heappush(self.starters, finish)
+            self.env.timeout(finish - now, i).callbacks.append(self._oversize if oversize else self._emulated)
+            return
+        if oversize:
             self.env.timeout(m.oversize_fail_s, i).callbacks.append(self._oversize)
             return
         if self.busy < self.servers:
@@ -277,6 +296,11 @@ class _LambdaTier:
         if self.waiting:
             i, size = self.waiting.popleft()
             self._start(now, i, size)
+        self.run.completed(event.value, self.name)
+
+    def _emulated(self, event) -> None:
+        self._release()
+        self.served += 1
         self.run.completed(event.value, self.name)
 
     def _oversize(self, event) -> None:

@@ -178,6 +178,7 @@ class LambdaModel(_Model):
     keep_alive_s: float = 600.0
     cold_every_invoke: bool = False  # moto: every invoke starts a container
     event_limit_bytes: int | None = None   # moto: events over this fail (argument list)
+    start_parallelism: int | None = None   # moto: container starts at once (None: AWS, unbounded)
     oversize_fail_s: float = 0.5     # how long such a failed invoke takes
     full_cpu_memory_mb: int = 1769   # memory at which a function has one full vCPU
     speed: float = 1.0

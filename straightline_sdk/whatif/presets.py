@@ -92,7 +92,8 @@ def this_machine(h=None) -> Setup:
     lam = LambdaModel(
         memory_mb=512, concurrency_limit=10, account_limit=10, cold_start_s=0.625,
         warm_overhead_s=0.0, per_mb_s=0.052, keep_alive_s=0.0, cold_every_invoke=True,
-        event_limit_bytes=96 * 1024, oversize_fail_s=0.3, full_cpu_memory_mb=512, speed=0.77,
+        event_limit_bytes=96 * 1024, start_parallelism=1, oversize_fail_s=0.625,
+        full_cpu_memory_mb=512, speed=0.77, price_per_gb_s=0.0, price_per_request=0.0,
         sources={"memory_mb": f"{SDK}: 512 MB default", "concurrency_limit": f"{SDK}: 10 calls at once",
                  "account_limit": "moto has no account limit: the router's 10 binds",
                  "cold_start_s": MEASURED + ": calibrate() against moto, 625 ms a call (every invoke "
@@ -101,9 +102,13 @@ def this_machine(h=None) -> Setup:
                  "keep_alive_s": "moto: no instance is kept", "cold_every_invoke": "moto: a container per invoke",
                  "event_limit_bytes": MEASURED + ": moto passes the event as one process argument; "
                                       "frames over ~96 KB fail (argument list too long)",
-                 "oversize_fail_s": "assumed: the failed container start", "full_cpu_memory_mb":
+                 "oversize_fail_s": "measured here: moto starts the container, then the exec fails "
+                                    "(a cold start's time)",
+                 "start_parallelism": "measured here (bench/simulate.py --validate): moto's container "
+                                      "starts go through one Docker engine on two shared cores; "
+                                      "concurrent invokes take turns rather than adding capacity", "full_cpu_memory_mb":
                  "moto's container is not CPU-limited by memory", "speed": "the container's python3 (as Docker)",
-                 "price_per_gb_s": "moto: no bill (AWS's price kept for comparison)"})
+                 "price_per_gb_s": "moto: no bill", "price_per_request": "moto: no bill"})
     ray = RayModel(
         nodes=1, cpus_per_node=cores, overhead_s=0.00066, per_mb_s=0.0054, speed=1.0, cold_start_s=0.3,
         sources={"nodes": "a local Ray cluster", "cpus_per_node": "os.cpu_count() here",
