@@ -110,8 +110,13 @@ def measured_setup(handles: dict, source: bytes, width: int, client, reference_b
         for name, (_, source_text) in model.params().items():
             if source_text == "set by you":
                 model.sources[name] = how
-    print("  measured: " + "; ".join(f"{k}: {v.describe().splitlines()[0]}" for k, v in tiers.items())
-          + f"; function {function.runtime_s * 1000:.1f} ms at 1 MB + {l1 * 1000:.1f} ms/MB", flush=True)
+    extra = []
+    if "docker" in tiers:
+        extra.append(f"docker speed {tiers['docker'].speed:.2f}x, +{tiers['docker'].overhead_s * 1000:.2f} ms")
+    if "lambda" in tiers:
+        extra.append(f"moto invoke {tiers['lambda'].cold_start_s * 1000:.0f} ms")
+    print(f"  measured: local {function.runtime_s * 1000:.1f} ms at 1 MB + {l1 * 1000:.1f} ms/MB; "
+          + "; ".join(extra), flush=True)
     return presets.Setup("this-machine", tiers, client, base.description), function
 
 
@@ -139,6 +144,14 @@ def validate(args, report) -> None:
     sample = (bytearray(source[:1024 * args.width * 4]),)
 
     measured: dict = {}
+    predicted: dict = {}
+
+    def policy_of(placement: str):
+        if placement == "straightline":
+            return engine.straightline(straightline.settings().thresholds)
+        if placement == "random":
+            return engine.random_policy()
+        return engine.static(placement[4:])
     lambda_env = contextlib.nullcontext((None, "dry run")) if args.dry_run else common.moto_lambda()
     with lambda_env as (moto, moto_why):
         available = ["local"]
@@ -166,12 +179,19 @@ def validate(args, report) -> None:
                                  timeout_s=args.timeout,
                                  sources={"max_in_flight": "bench/paper.py's replay pool",
                                           "start_deadline_s": "bench/paper.py", "timeout_s": "bench/paper.py"})
-            setups = {}
             for trace_name, requests in windows.items():
-                print(f"measuring the targets' service lines before the {trace_name} replays ...", flush=True)
-                setups[trace_name] = measured_setup(handles, source, args.width, client, 1024 * args.width * 4)
+                tr = as_traffic(trace_name, requests, args.width)
                 for placement in placements:
                     for rep in range(repeats):
+                        # the model's inputs measured just before the replay it predicts: the
+                        # machine's other load moves them from minute to minute
+                        setup, function = measured_setup(handles, source, args.width, client,
+                                                         1024 * args.width * 4)
+                        report.extra.setdefault("models", []).append({
+                            "trace": trace_name, "placement": placement, "run": rep,
+                            "function": {k: v for k, (v, _) in function.params().items()},
+                            **{name: {k: v for k, (v, _) in m.params().items()}
+                               for name, m in setup.tiers.items()}})
                         if placement == "random":
                             rng = random.Random(args.seed + rep)
                             picks = [rng.choice(statics) for _ in requests]
@@ -186,25 +206,18 @@ def validate(args, report) -> None:
                                                source=source)
                         row = paper.summarize(placement, trace_name, results, {})
                         measured.setdefault((trace_name, placement), []).append(row)
+                        predicted.setdefault((trace_name, placement), []).append(engine.simulate(
+                            tr, setup, function, policy_of(placement), seed=args.seed + rep,
+                            rate_window_s=straightline.settings().rate_window_s))
         finally:
             for h in handles.values():
                 h.undeploy()
 
     for trace_name, requests in windows.items():
-        tr = as_traffic(trace_name, requests, args.width)
-        setup, function = setups[trace_name]
-        report.extra.setdefault("models", {})[trace_name] = {
-            "function": {k: v for k, (v, _) in function.params().items()},
-            **{name: {k: v for k, (v, _) in m.params().items()} for name, m in setup.tiers.items()}}
         for placement in [p for p in placements if (trace_name, p) in measured]:
-            if placement == "straightline":
-                policy = engine.straightline(straightline.settings().thresholds)
-            elif placement == "random":
-                policy = engine.random_policy()
-            else:
-                policy = engine.static(placement[4:])
-            predicted = engine.simulate(tr, setup, function, policy, seed=args.seed,
-                                        rate_window_s=straightline.settings().rate_window_s)
+            sims = predicted[(trace_name, placement)]
+            sim_means = [r.mean_s * 1000 for r in sims if r.mean_s == r.mean_s]
+            sim_p95s = [r.p95_s * 1000 for r in sims if r.p95_s == r.p95_s]
             runs = measured[(trace_name, placement)]
             means = [r["mean_ms"] for r in runs if r["mean_ms"] is not None]
             p95s = [r["p95_ms"] for r in runs if r["p95_ms"] == r["p95_ms"] and r["p95_ms"] is not None]
@@ -212,11 +225,11 @@ def validate(args, report) -> None:
             row = {"trace": trace_name, "placement": placement, "requests": len(requests),
                    "completed": completed,
                    "measured_mean_ms": statistics.median(means) if means else math.nan,
-                   "predicted_mean_ms": predicted.mean_s * 1000,
+                   "predicted_mean_ms": statistics.median(sim_means) if sim_means else math.nan,
                    "measured_p95_ms": statistics.median(p95s) if p95s else math.nan,
-                   "predicted_p95_ms": predicted.p95_s * 1000,
+                   "predicted_p95_ms": statistics.median(sim_p95s) if sim_p95s else math.nan,
                    "measured_failed": statistics.median([r["failure_rate"] for r in runs]),
-                   "predicted_failed": predicted.failed / predicted.requests,
+                   "predicted_failed": statistics.median([r.failed / r.requests for r in sims]),
                    "runs": len(runs)}
             for what, values in (("mean", means), ("p95", p95s)):
                 m, p = row[f"measured_{what}_ms"], row[f"predicted_{what}_ms"]

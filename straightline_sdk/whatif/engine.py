@@ -355,6 +355,7 @@ class _Run:
         self.client_busy = 0
         self.client_waiting: deque = deque()
         self._runtime_cache: dict = {}
+        self._pinned_cache: dict = {}
 
     # the function's runtime at a size (sizes repeat in traces: cache the line's value)
     def runtime(self, size: int) -> float:
@@ -376,19 +377,38 @@ class _Run:
                 self.client_busy += 1
                 self.dispatch(i)
 
+    def _pinned(self, plan, key, rate: float, size: int, avoid: tuple) -> str:
+        """A pinned plan's answer depends only on the request's size (constraints) while
+        nothing failed: asked once per (tier, size), the rest from the cache."""
+        if avoid:
+            return core.place(plan, rate, size, self.thresholds, avoid)[0]
+        hit = self._pinned_cache.get(key)
+        if hit is None:
+            try:
+                hit = core.place(plan, rate, size, self.thresholds)[0]
+            except core.PlacementError as exc:
+                hit = exc
+            self._pinned_cache[key] = hit
+        if isinstance(hit, core.PlacementError):
+            raise hit
+        return hit
+
     def choose(self, i: int, rate: float, size: int, avoid: tuple) -> str:
         kind = self.policy.kind
-        if kind == STRAIGHTLINE or kind == STATIC:
+        if kind == STRAIGHTLINE:
             return core.place(self.plan, rate, size, self.thresholds, avoid)[0]
+        if kind == STATIC:
+            return self._pinned(self.plan, size, rate, size, avoid)
         if kind == RANDOM:
-            return core.place(self.pinned[self.picks[i]], rate, size, self.thresholds, avoid)[0]
+            pick = self.picks[i]
+            return self._pinned(self.pinned[pick], (pick, size), rate, size, avoid)
         best, best_t = None, math.inf
         now = self.env.now
         for name, tier in self.tiers.items():
             if name in avoid:
                 continue
             try:
-                core.place(self.pinned[name], rate, size, self.thresholds)
+                self._pinned(self.pinned[name], (name, size), rate, size, ())
             except core.PlacementError:
                 continue
             t = tier.estimate(now, size)
