@@ -160,7 +160,10 @@ def whatif(h=None, traffic=None, *, policies=POLICIES, tiers=None, preset="this-
     from ..config import settings
     window = rate_window_s or settings().rate_window_s
     prior = float(getattr(h, "declared_rate", 0.0) or 0.0)
-    common = dict(seed=seed, features=features, rate_window_s=window, prior_rate=prior, prewarm=prewarm)
+    from .tune import observed_rates
+    rates = observed_rates(tr, window, prior)   # f_t of each request: shared by every run
+    common = dict(seed=seed, features=features, rate_window_s=window, prior_rate=prior, prewarm=prewarm,
+                  rates=rates)
     tuned_box: list = []
 
     def tuned_fn():
@@ -174,9 +177,11 @@ def whatif(h=None, traffic=None, *, policies=POLICIES, tiers=None, preset="this-
     chosen = _policies(list(policies), setup, fn, h, tuned_fn)
     results = []
     for policy in chosen:
-        if policy.label == "straightline-tuned" and tuned_box and \
-                tuned_box[0].thresholds is policy.thresholds:
-            results.append(_relabel(tuned_box[0].result, policy))
+        # a StraightLine setting the tuning search already simulated is not simulated again
+        known = tuned_box[0].result_for(policy.thresholds) \
+            if tuned_box and policy.kind == "straightline" and policy.thresholds is not None else None
+        if known is not None:
+            results.append(_relabel(known, policy))
         else:
             results.append(simulate(tr, setup, fn, policy, **common))
     result = WhatIf(results, tr, setup, fn, inputs, tuned_box[0] if tuned_box else None,

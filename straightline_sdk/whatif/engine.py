@@ -318,7 +318,7 @@ core_MB = 1024 * 1024
 
 class _Run:
     def __init__(self, traffic, setup, function: FunctionModel, policy: Policy, *, seed: int,
-                 features, rate_window_s: float, prior_rate: float, prewarm: bool):
+                 features, rate_window_s: float, prior_rate: float, prewarm: bool, rates=None):
         self.env = env = simpy.Environment()
         self.times, self.sizes = traffic.times, traffic.sizes
         n = len(self.times)
@@ -346,7 +346,10 @@ class _Run:
             self.picks = [rng.choice(names) for _ in range(n)]
         self.thresholds = policy.thresholds or core.DEFAULT_THRESHOLDS
         self.estimator = RateEstimator(window=rate_window_s, prior=prior_rate)
-        self.rates = [0.0] * n
+        # the rate f_t each request sees depends only on the arrival times when the client
+        # sends each request as it arrives: then it can be computed once and shared by runs
+        self.known_rates = rates is not None and self.client.max_in_flight is None
+        self.rates = list(rates) if self.known_rates else [0.0] * n
         self.avoid: dict = {}
         self.last_cause: dict = {}
         self.done = [math.nan] * n
@@ -364,18 +367,23 @@ class _Run:
             r = self._runtime_cache[size] = self.function.runtime(size)
         return r
 
-    def arrivals(self):
+    def schedule_arrivals(self) -> None:
+        # every arrival is one SimPy event at its time (cheaper than a process that
+        # sleeps between arrivals; the order of equal times is kept by SimPy's event ids)
         env = self.env
-        limit = self.client.max_in_flight
+        arrive = self.arrive
+        t0 = env.now
         for i, t in enumerate(self.times):
-            delay = t - env.now
-            if delay > 0:
-                yield env.timeout(delay)
-            if limit is not None and self.client_busy >= limit:
-                self.client_waiting.append(i)
-            else:
-                self.client_busy += 1
-                self.dispatch(i)
+            env.timeout(t - t0 if t > t0 else 0.0, i).callbacks.append(arrive)
+
+    def arrive(self, event) -> None:
+        i = event.value
+        limit = self.client.max_in_flight
+        if limit is not None and self.client_busy >= limit:
+            self.client_waiting.append(i)
+        else:
+            self.client_busy += 1
+            self.dispatch(i)
 
     def _pinned(self, plan, key, rate: float, size: int, avoid: tuple) -> str:
         """A pinned plan's answer depends only on the request's size (constraints) while
@@ -421,10 +429,10 @@ class _Run:
     def dispatch(self, i: int, avoid: tuple = ()) -> None:
         now = self.env.now
         size = self.sizes[i]
-        if not avoid:
-            self.rates[i] = rate = self.estimator.observe(now)
-        else:
+        if avoid or self.known_rates:
             rate = self.rates[i]
+        else:
+            self.rates[i] = rate = self.estimator.observe(now)
         try:
             tier = self.choose(i, rate, size, avoid)
         except core.PlacementError:
@@ -445,12 +453,25 @@ class _Run:
         else:
             self.finish(i, tier, None)
 
+    max_failures = None      # see simulate(give_up_over=)
+    max_total_s = math.inf
+    total_s = 0.0
+    failed = 0
+
     def finish(self, i: int, tier, cause) -> None:
         if cause is None:
-            self.done[i] = self.env.now
+            now = self.env.now
+            self.done[i] = now
             self.where[i] = tier
+            if self.max_failures is not None:
+                self.total_s += now - self.times[i]
+                if self.total_s > self.max_total_s:
+                    raise Abandoned()
         else:
             self.failures[cause] += 1
+            self.failed += 1
+            if self.max_failures is not None and self.failed > self.max_failures:
+                raise Abandoned()
         if self.client.max_in_flight is not None:
             self._next_client()
 
@@ -468,7 +489,7 @@ class _Run:
             return
 
     def result(self) -> RunResult:
-        self.env.process(self.arrivals())
+        self.schedule_arrivals()
         self.env.run()
         times = self.times
         ok = sorted(d - t for d, t in zip(self.done, times) if d == d)
@@ -487,15 +508,24 @@ class _Run:
             list(times), self.done, self.where)
 
 
+class Abandoned(Exception):
+    """A run stopped early: it had already done worse than the bound it was given."""
+
+
 def simulate(traffic, setup, function: FunctionModel, policy: Policy, *, seed: int = 0,
              features=None, rate_window_s: float = 5.0, prior_rate: float = 0.0,
-             prewarm: bool = True) -> RunResult:
+             prewarm: bool = True, rates=None, give_up_over=None) -> RunResult:
     """Simulate ``policy`` on ``traffic`` in ``setup`` (a presets.Setup). Deterministic
-    for a seed."""
+    for a seed. ``rates``: the f_t of each request, when already computed for this
+    traffic with the same window and prior (see tune.observed_rates). ``give_up_over``:
+    (failures, total response time s): raise Abandoned as soon as the run has more
+    failures, or a larger total response time, than that (a search's pruning)."""
     if features is None:
         features = core.features_of(function)
     run = _Run(traffic, setup, function, policy, seed=seed, features=features,
-               rate_window_s=rate_window_s, prior_rate=prior_rate, prewarm=prewarm)
+               rate_window_s=rate_window_s, prior_rate=prior_rate, prewarm=prewarm, rates=rates)
+    if give_up_over is not None:
+        run.max_failures, run.max_total_s = give_up_over
     if not len(traffic):
         raise ValueError("the traffic has no requests")
     return run.result()

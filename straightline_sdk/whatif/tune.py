@@ -24,8 +24,8 @@ from . import placement_adapter as core
 
 NEVER_RATE = math.inf
 NEVER_SIZE = 1 << 40
-RATE_QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
-SIZE_QUANTILES = (0.25, 0.5, 0.75, 0.9, 0.99)
+RATE_QUANTILES = (0.25, 0.5, 0.75, 0.9, 0.99)
+SIZE_QUANTILES = (0.5, 0.9, 0.99)
 
 
 @dataclass
@@ -34,7 +34,13 @@ class Tuned:
     objective: str
     explanation: str
     result: object                  # the RunResult of the chosen setting
-    tried: list = field(default_factory=list)   # (F, D, RunResult) of every distinct setting
+    tried: list = field(default_factory=list)   # (F, D, RunResult or None if pruned)
+    seen: dict = field(default_factory=dict, repr=False)   # case signature -> RunResult
+    signature: object = field(default=None, repr=False)    # Thresholds -> case signature
+
+    def result_for(self, thresholds):
+        """The simulated result of ``thresholds`` on the same traffic, if the search ran it."""
+        return self.seen.get(self.signature(thresholds.rate, thresholds.size))
 
     def __str__(self) -> str:
         return self.explanation
@@ -82,11 +88,12 @@ def core_human_bytes(n: float) -> str:
 
 def tune(traffic, setup, function, *, objective: str = "latency", seed: int = 0, features=None,
          rate_window_s: float = 5.0, prior_rate: float = 0.0, prewarm: bool = True,
-         start=None) -> Tuned:
+         start=None, rates=None) -> Tuned:
     """Search F and D on ``traffic`` in ``setup``; returns the best setting and why."""
     if objective not in ("latency", "cost"):
         raise ValueError(f"objective must be 'latency' or 'cost', not {objective!r}")
-    rates = observed_rates(traffic, rate_window_s, prior_rate)
+    if rates is None:
+        rates = observed_rates(traffic, rate_window_s, prior_rate)
     sizes = traffic.sizes
     f_grid = sorted({0.0, *(round(r, 3) for r in _quantiles(rates, RATE_QUANTILES)), NEVER_RATE})
     d_grid = sorted({*(int(s) for s in _quantiles(sizes, SIZE_QUANTILES)), NEVER_SIZE})
@@ -100,15 +107,26 @@ def tune(traffic, setup, function, *, objective: str = "latency", seed: int = 0,
         # the policy's case for each request: identical cases, identical simulation
         return bytes(0 if (r > f and s < d) else 1 if s > d else 2 for r, s in zip(rates, sizes))
 
-    def evaluate(f: float, d: int):
+    pruned: set = set()
+
+    def evaluate(f: float, d: int, best=None):
         sig = signature(f, d)
-        if sig not in seen:
+        if sig not in seen and sig not in pruned:
             th = core.Thresholds(f, d, True, "tuned")
-            seen[sig] = engine.simulate(traffic, setup, function, engine.straightline(th, "tuned"),
-                                        seed=seed, features=features, rate_window_s=rate_window_s,
-                                        prior_rate=prior_rate, prewarm=prewarm)
-        tried.append((f, d, seen[sig]))
-        return seen[sig]
+            # for latency, a setting can be given up as soon as it has failed more requests
+            # than the best so far, or (with none failed) spent 1 % more total response time
+            bound = None
+            if best is not None and objective == "latency":
+                bound = (best.failed, best.mean_s * best.completed * 1.01 if best.failed == 0 else math.inf)
+            try:
+                seen[sig] = engine.simulate(traffic, setup, function, engine.straightline(th, "tuned"),
+                                            seed=seed, features=features, rate_window_s=rate_window_s,
+                                            prior_rate=prior_rate, prewarm=prewarm, rates=rates,
+                                            give_up_over=bound)
+            except engine.Abandoned:
+                pruned.add(sig)
+        tried.append((f, d, seen.get(sig)))
+        return seen.get(sig)
 
     # coordinate search: F along the grid at the starting D, then D at the best F, once more
     best_f = start.rate if start is not None else f_grid[len(f_grid) // 2]
@@ -117,12 +135,12 @@ def tune(traffic, setup, function, *, objective: str = "latency", seed: int = 0,
     for _ in range(2):
         changed = False
         for f in f_grid:
-            r = evaluate(f, best_d)
-            if _better(r, best, objective):
+            r = evaluate(f, best_d, best)
+            if r is not None and _better(r, best, objective):
                 best, best_f, changed = r, f, True
         for d in d_grid:
-            r = evaluate(best_f, d)
-            if _better(r, best, objective):
+            r = evaluate(best_f, d, best)
+            if r is not None and _better(r, best, objective):
                 best, best_d, changed = r, d, True
         if not changed:
             break
@@ -134,6 +152,7 @@ def tune(traffic, setup, function, *, objective: str = "latency", seed: int = 0,
             f"{traffic.name} ({len(traffic)} requests, {setup.name} preset): mean "
             f"{best.mean_s * 1000:.3g} ms, p95 {best.p95_s * 1000:.3g} ms, "
             f"${best.usd_per_million:.3g} per million{failed}; requests to {where or 'none'} "
-            f"({len(seen)} distinct settings simulated)")
+            f"({len(seen) + len(pruned)} distinct settings simulated, {len(pruned)} of them "
+            f"given up early as worse)")
     th = core.Thresholds(th.rate, th.size, True, f"tuned for {objective}: {text}")
-    return Tuned(th, objective, text, best, tried)
+    return Tuned(th, objective, text, best, tried, seen, signature)
