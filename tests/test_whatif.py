@@ -138,7 +138,7 @@ def test_the_real_policy_places_the_requests():
     r = straightline.whatif(None, small_fast, function=FunctionModel(runtime_s=0.001),
                             preset="cloud", policies=["straightline"])["straightline"]
     assert r.per_tier.get("lambda", 0) > 0.8 * r.requests
-    large = traffic.poisson(2, duration_s=20, size=8 * 1024 * 1024, seed=1)
+    large = traffic.poisson(1, duration_s=20, size=5 * 1024 * 1024, seed=1)   # the uplink carries it
     r = straightline.whatif(None, large, function=FunctionModel(runtime_s=0.001),
                             preset="cloud", policies=["straightline"])["straightline"]
     assert r.per_tier == {"docker": r.requests}
@@ -243,3 +243,30 @@ def test_simulate_bench_dry_run_validates_a_tiny_window(tmp_path):
     data = json.loads((tmp_path / "simulate.json").read_text())
     assert data["rows"] and all(r["predicted_mean_ms"] > 0 for r in data["rows"])
     assert data["scale"] and {r["policy"] for r in data["scale"]} >= {"straightline-tuned", "oracle (lower bound)"}
+
+
+def test_the_deployments_panel_shows_the_latest_whatif():
+    def double(x):
+        return x * 2
+
+    h = straightline.deploy(double, sample=(3,), target="local", name="whatif_panel")
+    try:
+        h.panel   # the panel is open
+        assert h._panel.whatif.value == ""
+        straightline.whatif(h, traffic.poisson(5, duration_s=10, size=64, seed=1), preset="cloud",
+                            policies=["all-local", "all-lambda"])
+        assert "<svg" in h._panel.whatif.value and "all-lambda" in h._panel.whatif.value
+    finally:
+        h.undeploy()
+
+
+def test_requests_to_remote_tiers_share_the_uplink():
+    # two 1 MB requests at once over a 1 MB/s uplink: the second waits for the first's transfer
+    tr = traffic.Traffic((0.0, 0.0), (1024 * 1024, 1024 * 1024), "two")
+    fn = FunctionModel(runtime_s=0.01)
+    r = straightline.whatif(None, tr, function=fn, preset="cloud", policies=["all-lambda"],
+                            tiers={"lambda": {}}).rerun(
+        preset=presets.cloud().override("network", uplink_mb_s=1.0))["all-lambda"]
+    times = sorted(d - a for a, d in zip(r.arrivals, r.completions))
+    assert times[0] == pytest.approx(1.0 + 0.25 + 0.03 + 0.01, rel=1e-6)   # transfer, cold, invoke, run
+    assert times[1] == pytest.approx(2.0 + 0.25 + 0.03 + 0.01, rel=1e-6)

@@ -169,7 +169,12 @@ class _QueueTier:
             return now + self.model.cold_start_s + self.service(size)
         return max(now, self.free[0]) + self.service(size)
 
-    def submit(self, now: float, i: int, size: int) -> None:
+    def hold(self) -> None:
+        """Count a request in flight before it arrives (it is crossing the network)."""
+        self.in_flight += 1
+        self.state.in_flight = self.in_flight
+
+    def submit(self, now: float, i: int, size: int, held: bool = False) -> None:
         if self.first_use is None:
             self._first(now)
         service = self.service(size)
@@ -181,8 +186,9 @@ class _QueueTier:
             start = now
         finish = start + service
         heapq.heappush(self.free, finish)
-        self.in_flight += 1
-        self.state.in_flight = self.in_flight
+        if not held:
+            self.in_flight += 1
+            self.state.in_flight = self.in_flight
         self.env.timeout(finish - now, i).callbacks.append(self._done)
 
     def _done(self, event) -> None:
@@ -237,11 +243,16 @@ class _LambdaTier:
             return now + base + (0.0 if self._warm_available(now) else m.cold_start_s)
         return now + 2 * base + m.cold_start_s   # behind the queue: a rough bound for the oracle
 
-    def submit(self, now: float, i: int, size: int) -> None:
-        if self.first_use is None:
-            self.first_use = now
+    def hold(self) -> None:
         self.in_flight += 1
         self.state.in_flight = self.in_flight
+
+    def submit(self, now: float, i: int, size: int, held: bool = False) -> None:
+        if self.first_use is None:
+            self.first_use = now
+        if not held:
+            self.in_flight += 1
+            self.state.in_flight = self.in_flight
         m = self.model
         oversize = m.event_limit_bytes is not None and size > m.event_limit_bytes
         if self.starters is not None:
@@ -334,6 +345,10 @@ class _Run:
                 self.tiers[name] = _LambdaTier(env, name, model, self.states[name], self)
             else:
                 self.tiers[name] = _QueueTier(env, name, model, self.states[name], self, prewarm)
+        uplink = setup.network.uplink_mb_s
+        self.link_s_per_byte = 1.0 / (uplink * core_MB) if uplink else None
+        self.link_free = 0.0
+        self.remote = {name for name, m in models.items() if getattr(m, "remote", False)}
         if policy.kind == STATIC and policy.tier not in models:
             raise ValueError(f"{policy.label}: the {policy.tier} tier is not among the simulated "
                              f"tiers ({', '.join(models)})")
@@ -419,7 +434,7 @@ class _Run:
                 self._pinned(self.pinned[name], (name, size), rate, size, ())
             except core.PlacementError:
                 continue
-            t = tier.estimate(now, size)
+            t = tier.estimate(self._after_link(now, size) if name in self.remote else now, size)
             if t < best_t:
                 best, best_t = name, t
         if best is None:
@@ -438,7 +453,24 @@ class _Run:
         except core.PlacementError:
             self.finish(i, None, self.last_cause.get(i, "no target"))
             return
+        if self.link_s_per_byte is not None and tier in self.remote:
+            # across the shared uplink first, one transfer after another
+            arrive = self._after_link(now, size)
+            self.link_free = arrive
+            target = self.tiers[tier]
+            target.hold()
+            self.env.timeout(arrive - now, (i, size, tier)).callbacks.append(self._landed)
+            return
         self.tiers[tier].submit(now, i, size)
+
+    def _after_link(self, now: float, size: int) -> float:
+        if self.link_s_per_byte is None:
+            return now
+        return max(now, self.link_free) + size * self.link_s_per_byte
+
+    def _landed(self, event) -> None:
+        i, size, tier = event.value
+        self.tiers[tier].submit(self.env.now, i, size, held=True)
 
     def target_failed(self, i: int, tier: str, cause: str) -> None:
         self.last_cause[i] = cause

@@ -116,6 +116,18 @@ class ClientModel(_Model):
 
 
 @dataclass(frozen=True)
+class NetworkModel(_Model):
+    """The link between the caller and the remote tiers (``remote=True``): requests to
+    them cross it one after another at ``uplink_mb_s`` (None: no shared limit; each
+    tier's own ``per_mb_s`` is then the whole transfer cost)."""
+
+    uplink_mb_s: float | None = None
+    sources: dict = field(default_factory=dict, compare=False)
+
+    kind = "network"
+
+
+@dataclass(frozen=True)
 class LocalModel(_Model):
     """The local server: ``workers`` processes of ``slots`` threads on ``cores`` cores."""
 
@@ -152,6 +164,7 @@ class DockerModel(_Model):
     speed: float = 1.0
     cold_start_s: float = 1.05
     price_per_hour: float = 0.0      # per host
+    remote: bool = False             # reached over the network link (Setup.network)
     sources: dict = field(default_factory=dict, compare=False)
 
     kind = "docker"
@@ -186,6 +199,7 @@ class LambdaModel(_Model):
     price_per_request: float = 0.0000002
     billing_step_s: float = 0.001
     bill_init: bool = True           # a cold start's init time is billed too
+    remote: bool = False             # reached over the network link (Setup.network)
     sources: dict = field(default_factory=dict, compare=False)
 
     kind = "lambda"
@@ -220,6 +234,7 @@ class RayModel(_Model):
     speed: float = 1.0
     cold_start_s: float = 0.3
     price_per_hour: float = 0.0      # per node
+    remote: bool = False             # reached over the network link (Setup.network)
     sources: dict = field(default_factory=dict, compare=False)
 
     kind = "ray"

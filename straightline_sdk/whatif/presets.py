@@ -16,7 +16,7 @@ import datetime
 import os
 from dataclasses import dataclass, field, replace
 
-from .models import ClientModel, DockerModel, LambdaModel, LocalModel, RayModel
+from .models import ClientModel, DockerModel, LambdaModel, LocalModel, NetworkModel, RayModel
 
 MEASURED = "measured here (docs/benchmarks.md, 2026-11-29, 2-core VM)"
 SDK = "the SDK's own setting"
@@ -43,6 +43,7 @@ class Setup:
     tiers: dict                     # tier name -> model
     client: ClientModel = field(default_factory=ClientModel)
     description: str = ""
+    network: NetworkModel = field(default_factory=NetworkModel)
 
     def only(self, names) -> "Setup":
         missing = [n for n in names if n not in self.tiers]
@@ -54,13 +55,15 @@ class Setup:
     def override(self, tier: str, **changes) -> "Setup":
         if tier == "client":
             return replace(self, client=self.client.override(**changes))
+        if tier == "network":
+            return replace(self, network=self.network.override(**changes))
         if tier not in self.tiers:
             raise ValueError(f"the {self.name} preset has no tier {tier!r} (it has {', '.join(self.tiers)})")
         return replace(self, tiers={**self.tiers, tier: self.tiers[tier].override(**changes)})
 
     def describe(self) -> str:
         lines = [f"preset {self.name}: {self.description}"]
-        for model in (*self.tiers.values(), self.client):
+        for model in (*self.tiers.values(), self.client, self.network):
             lines.append(model.describe())
         return "\n".join(lines)
 
@@ -134,7 +137,8 @@ def this_machine(h=None) -> Setup:
                 sources[k] = f"measured here by calibrate() on {when}"
             tiers[name] = replace(model, **changes, sources=sources)
     return Setup("this-machine", tiers, ClientModel(sources={"max_in_flight": "unbounded"}),
-                 "every tier on this machine's cores, Lambda emulated by moto")
+                 "every tier on this machine's cores, Lambda emulated by moto",
+                 NetworkModel(sources={"uplink_mb_s": "loopback: each tier's per_mb_s is its transfer"}))
 
 
 def cloud() -> Setup:
@@ -149,17 +153,18 @@ def cloud() -> Setup:
                  "cold_start_s": MEASURED, "price_per_hour": "assumed: the laptop is already paid for"})
     docker = DockerModel(
         hosts=1, containers=1, workers=8, slots=16, cores_per_host=8, overhead_s=0.02,
-        per_mb_s=0.08, speed=1.0, cold_start_s=1.05, price_per_hour=0.357,
+        per_mb_s=0.0, speed=1.0, cold_start_s=1.05, price_per_hour=0.357, remote=True,
         sources={"hosts": "assumed: one Docker host in the cloud region", "containers": f"{SDK}: one container",
                  "workers": "assumed: one worker process per vCPU in the container",
                  "slots": "assumed: 2 calls at once per worker process", "cores_per_host": EC2_PRICE,
-                 "overhead_s": RTT, "per_mb_s": UPLINK, "speed": "assumed: a cloud vCPU as fast as a laptop core",
+                 "overhead_s": RTT, "per_mb_s": "the transfer is the network's (uplink)",
+                 "remote": "in the cloud region", "speed": "assumed: a cloud vCPU as fast as a laptop core",
                  "cold_start_s": MEASURED + ": a container start with the image cached",
                  "price_per_hour": EC2_PRICE})
     lam = LambdaModel(
         memory_mb=1769, concurrency_limit=1000, account_limit=1000, cold_start_s=0.25,
-        warm_overhead_s=0.03, per_mb_s=0.08, keep_alive_s=600.0, cold_every_invoke=False,
-        event_limit_bytes=None, full_cpu_memory_mb=1769, speed=1.0,
+        warm_overhead_s=0.03, per_mb_s=0.0, keep_alive_s=600.0, cold_every_invoke=False,
+        event_limit_bytes=None, full_cpu_memory_mb=1769, speed=1.0, remote=True,
         sources={"memory_mb": "assumed: Resources(memory_mb=1769), one full vCPU; " + LAMBDA_MEMORY,
                  "concurrency_limit": "assumed: the lambda target's concurrency option raised to the "
                                       "account limit (configure(options={'lambda': {'concurrency': 1000}}))",
@@ -167,22 +172,25 @@ def cloud() -> Setup:
                  "cold_start_s": "published measurements of small Python zip functions: init ~150-300 ms "
                                  "(AWS, 'Operating Lambda: performance optimization'; public benchmarks)",
                  "warm_overhead_s": RTT + ", plus ~10 ms for the Invoke API",
-                 "per_mb_s": UPLINK,
+                 "per_mb_s": "the transfer is the network's (uplink)", "remote": "AWS",
                  "keep_alive_s": "not published by AWS; idle instances are observed to live 5-15 "
                                  "minutes: 10 minutes assumed",
                  "full_cpu_memory_mb": LAMBDA_MEMORY, "speed": "assumed: a Lambda vCPU as fast as a laptop core",
                  "price_per_gb_s": LAMBDA_PRICING, "price_per_request": LAMBDA_PRICING,
                  "billing_step_s": LAMBDA_PRICING, "bill_init": LAMBDA_INIT_BILLED})
     ray = RayModel(
-        nodes=2, cpus_per_node=8, overhead_s=0.0213, per_mb_s=0.08, speed=1.0, cold_start_s=6.4,
-        price_per_hour=0.357,
+        nodes=2, cpus_per_node=8, overhead_s=0.0213, per_mb_s=0.0, speed=1.0, cold_start_s=6.4,
+        price_per_hour=0.357, remote=True,
         sources={"nodes": "assumed: a 2-node Ray cluster in the cloud region",
                  "cpus_per_node": EC2_PRICE, "overhead_s": RTT + ", plus a Ray task's 1.3 ms (" + MEASURED + ")",
-                 "per_mb_s": UPLINK, "cold_start_s": MEASURED + ": ray.init 6.4 s",
+                 "per_mb_s": "the transfer is the network's (uplink)", "remote": "in the cloud region",
+                 "cold_start_s": MEASURED + ": ray.init 6.4 s",
                  "price_per_hour": EC2_PRICE})
     return Setup("cloud", {"local": local, "docker": docker, "lambda": lam, "ray": ray},
                  ClientModel(sources={"max_in_flight": "unbounded"}),
-                 "a 4-core laptop, a Docker host and a Ray cluster in the cloud, AWS Lambda")
+                 "a 4-core laptop, a Docker host and a Ray cluster in the cloud, AWS Lambda",
+                 NetworkModel(uplink_mb_s=12.5, sources={"uplink_mb_s": UPLINK + "; requests to the "
+                                                         "cloud tiers share it, one transfer at a time"}))
 
 
 PRESETS = {"this-machine": this_machine, "cloud": lambda h=None: cloud()}
