@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 
-from . import engine, presets
+from . import presets
 from .engine import Policy, RunResult, oracle, random_policy, simulate, static, straightline
 from .models import (ClientModel, DockerModel, FunctionModel, LambdaModel, LocalModel, RayModel)
 from .placement_adapter import DEFAULT_THRESHOLDS, model_thresholds, tier_name
