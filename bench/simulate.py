@@ -307,6 +307,23 @@ def scale(args, report, function: FunctionModel) -> None:
                         f"vs ${best.usd_per_million:.3g} per million"
                         f"{'' if cheaper else ' (cost part fails)'}"
                         + (f"; {tuned.failed} failed" if tuned.failed else ""))
+            # why, in words, where it can be said from the numbers
+            why = []
+            if best.usd_per_million == 0:
+                why.append(f"the best static placement ({best.label}) costs nothing, so any offload costs more")
+            oracle_r = next((r for r in result.results if r.policy.lower_bound), None)
+            if oracle_r is not None and tuned.mean_s > 1.3 * oracle_r.mean_s and tuned.mean_s > best.mean_s:
+                why.append(f"StraightLine falls through to the next tier whenever the local server is "
+                           f"saturated, even where waiting for it is faster (the oracle: "
+                           f"{oracle_r.mean_s * 1000:.3g} ms)")
+            uplink = setup.network.uplink_mb_s
+            if uplink and tr.duration_s:
+                need = sum(tr.sizes) / MB / tr.duration_s
+                if need > 0.5 * uplink:
+                    why.append(f"the traffic carries {need:.3g} MB/s on average; the uplink to the cloud "
+                               f"tiers {uplink:g} MB/s")
+            if why and not (ratio <= 0.7 and cheaper):
+                report.notes.append(f"{label}: " + "; ".join(why))
             dominating = [r.label for r in result.results if not r.policy.lower_bound and r is not tuned
                           and r.failed <= tuned.failed and r.mean_s < tuned.mean_s * 0.99
                           and r.usd_per_million < tuned.usd_per_million * 0.99]

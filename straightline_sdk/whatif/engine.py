@@ -383,16 +383,17 @@ class _Run:
         return r
 
     def schedule_arrivals(self) -> None:
-        # every arrival is one SimPy event at its time (cheaper than a process that
-        # sleeps between arrivals; the order of equal times is kept by SimPy's event ids)
-        env = self.env
-        arrive = self.arrive
-        t0 = env.now
-        for i, t in enumerate(self.times):
-            env.timeout(t - t0 if t > t0 else 0.0, i).callbacks.append(arrive)
+        # each arrival is one SimPy event that schedules the next: the event queue stays
+        # small (a queue holding every arrival costs a log of the whole trace per event)
+        if self.times:
+            self.env.timeout(max(0.0, self.times[0] - self.env.now), 0).callbacks.append(self.arrive)
 
     def arrive(self, event) -> None:
         i = event.value
+        times = self.times
+        if i + 1 < len(times):
+            delay = times[i + 1] - times[i]
+            self.env.timeout(delay if delay > 0 else 0.0, i + 1).callbacks.append(self.arrive)
         limit = self.client.max_in_flight
         if limit is not None and self.client_busy >= limit:
             self.client_waiting.append(i)
