@@ -153,6 +153,7 @@ def whatif(h=None, traffic=None, *, policies=POLICIES, tiers=None, preset="this-
         raise ValueError("the traffic has no requests")
     fn = function_of(h, function)
     setup = setup_of(preset, tiers, client, h)
+    setup = _with_resources(setup, h, tiers)
     features = h.features() if h is not None and hasattr(h, "features") else None
     if features is not None:
         from dataclasses import replace
@@ -190,6 +191,21 @@ def whatif(h=None, traffic=None, *, policies=POLICIES, tiers=None, preset="this-
     if panel is not None:    # the deployment's panel is open: show the prediction there too
         panel.show_whatif(result)
     return result
+
+
+def _with_resources(setup: Setup, h, tiers) -> Setup:
+    """Lambda's memory (and so its CPU share and price) as the deployment asks for it,
+    unless the what-if sets it itself."""
+    memory = getattr(getattr(getattr(h, "spec", None), "resources", None), "memory_mb", None)
+    asked = isinstance(tiers, dict) and any(tier_name(t) == "lambda" and "memory_mb" in (v or {})
+                                            for t, v in tiers.items())
+    if memory and "lambda" in setup.tiers and not asked:
+        from dataclasses import replace
+        model = setup.tiers["lambda"]
+        model = replace(model, memory_mb=memory,
+                        sources={**model.sources, "memory_mb": "the deployment's Resources(memory_mb=)"})
+        setup = replace(setup, tiers={**setup.tiers, "lambda": model})
+    return setup
 
 
 def _relabel(result: RunResult, policy: Policy) -> RunResult:
