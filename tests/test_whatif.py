@@ -270,3 +270,20 @@ def test_requests_to_remote_tiers_share_the_uplink():
     assert times[0] == pytest.approx(1.0 + 0.25 + 0.03 + 0.01, rel=1e-6)   # transfer, cold, invoke, run
     # lands at 2 s, when the first one's instance is idle again: warm
     assert times[1] == pytest.approx(2.0 + 0.03 + 0.01, rel=1e-6)
+
+
+def test_lambda_memory_follows_the_deployments_resources():
+    def double(x):
+        return x * 2
+
+    h = straightline.deploy(double, sample=(3,), target="local", name="whatif_memory",
+                            resources=straightline.Resources(memory_mb=3008))
+    try:
+        result = straightline.whatif(h, traffic.poisson(5, duration_s=5, size=64, seed=1), preset="cloud",
+                                     policies=["all-lambda"])
+        assert result.setup.tiers["lambda"].memory_mb == 3008
+        assert "Resources" in result.setup.tiers["lambda"].params()["memory_mb"][1]
+        mine = result.rerun(tiers={"lambda": {"memory_mb": 256}, "local": None})
+        assert mine.setup.tiers["lambda"].memory_mb == 256
+    finally:
+        h.undeploy()

@@ -220,7 +220,7 @@ def tune_thresholds(h=None, traffic=None, *, objective: str = "latency", preset=
     from ..config import settings
     tr = traffic_mod.of(traffic if traffic is not None else h.calls)
     fn = function_of(h, function)
-    setup = setup_of(preset, tiers, client, h)
+    setup = _with_resources(setup_of(preset, tiers, client, h), h, tiers)
     features = h.features() if h is not None and hasattr(h, "features") else None
     if features is not None:
         from dataclasses import replace
