@@ -18,11 +18,12 @@ from .errors import (CallTimeout, PackagingError, PayloadTooLarge, PlacementErro
                      StraightLineError, TargetFailure, TargetUnavailable)
 from .handle import Deployment, Sample, deployments
 from .resources import Resources
+from .whatif import whatif
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "deploy", "calibrate", "Calibration", "configure", "settings", "deployments", "Deployment", "Sample", "Resources",
+    "deploy", "calibrate", "whatif", "Calibration", "configure", "settings", "deployments", "Deployment", "Sample", "Resources",
     "StraightLineError", "PackagingError", "PlacementError", "PayloadTooLarge",
     "TargetUnavailable", "TargetFailure", "RemoteError", "CallTimeout",
 ]
