@@ -55,10 +55,11 @@ try:
                                            ParallelBackendBase, SequentialBackend,
                                            ThreadingBackend)
 except ImportError:  # joblib is optional: register_joblib() says how to get it
-    AutoBatchingMixin = ParallelBackendBase = object  # type: ignore[misc,assignment]
     _JOBLIB = False
+    _BASES: tuple = (object,)
 else:
     _JOBLIB = True
+    _BASES = (AutoBatchingMixin, ParallelBackendBase)
 
 
 def _need_joblib() -> None:
@@ -131,7 +132,7 @@ def caller_modules(frame: types.FrameType | None) -> tuple[types.ModuleType, ...
 _OPTIONS = ("targets", "resources", "requirements", "name", "rate", "idempotent")
 
 
-class StraightLineBackend(AutoBatchingMixin, ParallelBackendBase):
+class StraightLineBackend(*_BASES):
     """joblib's backend interface over one straightline deployment per session.
 
     Options (``joblib.parallel_config("straightline", **options)``):
