@@ -28,6 +28,8 @@ the router that sent it.
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 import os
 import sys
@@ -71,15 +73,33 @@ def _need_joblib() -> None:
 
 # -- the deployed function -------------------------------------------------------
 
-def _batch_runner(modules: tuple):
-    """The function each session deploys. ``modules`` ride along in its payload only so
-    that targets which build an environment (Docker, Lambda, Ray) install them: a batch
-    of scikit-learn fits needs scikit-learn over there although this function never
-    names it. Defined inside a function so cloudpickle ships it by value (the far
-    side has the runtime, not this package)."""
-    def run_joblib_batch(batch, _installs=modules):
-        return batch()   # joblib's BatchedCalls: the calls in order, a list of results
-    return run_joblib_batch
+def run_joblib_batch(batch):
+    """What each session deploys: run one joblib batch (a BatchedCalls: the user's
+    calls in order) and return its list of results."""
+    return batch()
+
+
+def _batch_runner():
+    # A fresh copy of the function, as defined in a notebook would be: cloudpickle ships
+    # it by value, since the far side has the runtime, not this package.
+    return types.FunctionType(run_joblib_batch.__code__, {}, "run_joblib_batch")
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions() -> dict:
+    return importlib.metadata.packages_distributions()   # ~0.25 s: read once
+
+
+def requirements_of(modules) -> tuple[str, ...]:
+    """The installed distributions that provide ``modules`` (top-level names), for the
+    targets that build an environment (Docker, Lambda, Ray): a batch of scikit-learn
+    fits needs scikit-learn over there although the deployed function never names
+    it. They travel as requirements, which pin the versions installed here, rather
+    than inside the payload, so that loading the function imports nothing."""
+    names = set()
+    for top in modules:
+        names.update(_distributions().get(top, ()))
+    return tuple(sorted(names, key=str.lower))
 
 
 def _third_party_top(name: str | None) -> str | None:
@@ -96,7 +116,7 @@ def _third_party_top(name: str | None) -> str | None:
     return None if _is_local_module(module) else top
 
 
-def caller_modules(frame: types.FrameType | None) -> tuple[types.ModuleType, ...]:
+def caller_modules(frame: types.FrameType | None) -> tuple[str, ...]:
     """The third-party packages the code that started this joblib call uses: the
     modules of the frames from here up to the user's own code (scikit-learn for a
     GridSearchCV), and what that code's globals refer to (``np``, ``pd``, an imported
@@ -124,7 +144,7 @@ def caller_modules(frame: types.FrameType | None) -> tuple[types.ModuleType, ...
             break
         frame = frame.f_back
     tops.add("joblib")   # BatchedCalls is joblib's
-    return tuple(sys.modules[t] for t in sorted(tops) if t in sys.modules)
+    return tuple(sorted(tops))
 
 
 # -- the backend -------------------------------------------------------------------
@@ -183,9 +203,9 @@ class StraightLineBackend(*_BASES):
             if dep is not None and dep in deployments():
                 return dep
             from .profile import Profile
-            modules = caller_modules(frame or sys._getframe(1))
-            dep = deploy(_batch_runner(modules), name=self.name, targets=self.targets,
-                         resources=self.resources, requirements=self.requirements,
+            needs = requirements_of(caller_modules(frame or sys._getframe(1)))
+            dep = deploy(_batch_runner(), name=self.name, targets=self.targets,
+                         resources=self.resources, requirements=needs + self.requirements,
                          rate=self.rate, idempotent=self.idempotent)
             if dep.profile is None:
                 # Nothing is profiled here: a batch is the user's work, run once, over
