@@ -60,6 +60,8 @@ class Executor(concurrent.futures.Executor):
         self._by_function = weakref.WeakKeyDictionary()   # fn -> Deployment (no re-pickling)
         self._by_content: dict[str, object] = {}          # content hash -> Deployment
         self._shutdown = False
+        self._ready: set = set()                 # deployments whose first target is up
+        self._deploy_locks: dict = {}
 
     # -- deployments --------------------------------------------------------------
 
@@ -118,7 +120,23 @@ class Executor(concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         dep = self._deployment_for(fn)
-        return self._pool.submit(dep, *args, **kwargs)
+        return self._pool.submit(self._call, dep, args, kwargs)
+
+    def _call(self, dep, args, kwargs):
+        self._ensure_deployed(dep)
+        return dep(*args, **kwargs)
+
+    def _ensure_deployed(self, dep) -> None:
+        """Deploy where the policy places the function before its first calls go out,
+        in the first pool thread that needs it (submit itself does not wait): until
+        then the router cannot know the target's capacity, and a burst of first calls
+        would overrun it."""
+        if dep in self._ready:
+            return
+        with self._deploy_locks.setdefault(dep, threading.Lock()):
+            if dep not in self._ready:
+                dep.deploy_initial()
+                self._ready.add(dep)
 
     def map(self, fn, *iterables, timeout: float | None = None, chunksize: int = 1):
         """Like ``concurrent.futures.Executor.map``: results in order, as an iterator;
@@ -133,7 +151,7 @@ class Executor(concurrent.futures.Executor):
             return _results(futures, end, chunked=False)
         dep = self._deployment_for(fn)
         items = list(zip(*iterables))
-        futures = [self._pool.submit(_run_chunk, dep, items[i:i + chunksize])
+        futures = [self._pool.submit(_run_chunk, self, dep, items[i:i + chunksize])
                    for i in range(0, len(items), chunksize)]
         if self._shutdown:
             for f in futures:
@@ -175,7 +193,8 @@ class Executor(concurrent.futures.Executor):
                 f"function(s), targets={list(self.targets) if self.targets else 'default'}>")
 
 
-def _run_chunk(dep, items: list) -> list:
+def _run_chunk(executor: Executor, dep, items: list) -> list:
+    executor._ensure_deployed(dep)
     return dep.map(*zip(*items), chunksize=len(items), concurrency=1, progress=False)
 
 

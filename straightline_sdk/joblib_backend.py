@@ -35,6 +35,7 @@ import os
 import sys
 import threading
 import types
+import warnings
 
 from .errors import StraightLineError
 from .packaging.payload import _is_local_module
@@ -48,7 +49,7 @@ DEFAULT_SESSION_NAME = "joblib"
 # the far side (the Docker image would install it for nothing).
 _NOT_SHIPPED = frozenset({
     "IPython", "ipykernel", "ipywidgets", "jupyter_client", "jupyter_core", "traitlets",
-    "tornado", "zmq", "comm", "debugpy", "pytest", "_pytest", "pluggy", "nbmake", "tqdm",
+    "tornado", "zmq", "comm", "debugpy", "nbmake", "tqdm",
     "straightline_sdk", "straightline_runtime",
 })
 
@@ -117,10 +118,11 @@ def _third_party_top(name: str | None) -> str | None:
 
 
 def caller_modules(frame: types.FrameType | None) -> tuple[str, ...]:
-    """The third-party packages the code that started this joblib call uses: the
-    modules of the frames from here up to the user's own code (scikit-learn for a
-    GridSearchCV), and what that code's globals refer to (``np``, ``pd``, an imported
-    estimator class)."""
+    """The third-party packages the batches of the joblib call being started will need
+    over there: the modules of the frames from here up to the user's own code
+    (scikit-learn for a GridSearchCV), what that code's globals refer to (``np``,
+    ``pd``, an imported estimator class), and the categories of the warning filters.
+    Known before the first batch exists, which is when the targets are started."""
     tops: set[str] = set()
     while frame is not None:
         globs = frame.f_globals
@@ -143,6 +145,12 @@ def caller_modules(frame: types.FrameType | None) -> tuple[str, ...]:
                     tops.add(top)
             break
         frame = frame.f_back
+    # scikit-learn's delayed() carries this process's warning filters into each batch,
+    # and with them the modules of their categories (pytest's, under pytest)
+    for entry in list(warnings.filters):
+        top = _third_party_top(getattr(entry[2], "__module__", None))
+        if top:
+            tops.add(top)
     tops.add("joblib")   # BatchedCalls is joblib's
     return tuple(sorted(tops))
 
