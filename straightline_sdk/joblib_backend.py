@@ -270,6 +270,9 @@ class StraightLineBackend(*_BASES):
             future.add_done_callback(callback)
         return future
 
+    def apply_async(self, func, callback=None):   # the name joblib < 1.5 calls
+        return self.submit(func, callback)
+
     def _forget(self, future) -> None:
         with self._futures_lock:
             self._futures.discard(future)
