@@ -75,7 +75,7 @@ class Executor(concurrent.futures.Executor):
         """The deployment that runs ``fn`` (deploying it if it was never submitted)."""
         return self._deployment_for(fn)
 
-    def _deployment_for(self, fn):
+    def _deployment_for(self, fn, args=(), kwargs=None):
         from .handle import Deployment
         if isinstance(fn, Deployment):
             return fn   # already deployed: its calls go through it as they are (not ours to undeploy)
@@ -90,6 +90,7 @@ class Executor(concurrent.futures.Executor):
             raise TypeError(f"submit() takes a callable, not a {type(fn).__qualname__}")
         from .api import deploy
         from .packaging import package_function
+        from .packaging.third_party import modules_of_values, requirements_of
         from .profile import Profile
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         package = package_function(fn, qualname)   # PackagingError names what cannot be pickled
@@ -100,9 +101,13 @@ class Executor(concurrent.futures.Executor):
             if dep is None:
                 # a distinct name per function, content included: two lambdas are both
                 # "<lambda>", and a deployment replaces a live one of the same name
+                # what the first call's arguments are made of must unpickle over there
+                # too (a DataFrame for a function that never names pandas), as with
+                # deploy(sample=...)
+                carried = requirements_of(modules_of_values([*args, *(kwargs or {}).values()]))
                 dep = deploy(fn, name=f"{self.name}/{qualname}@{package.content_hash[:8]}",
                              targets=self.targets, resources=self.resources,
-                             requirements=self.requirements)
+                             requirements=carried + self.requirements)
                 if dep.profile is None:
                     # no profiling run here: an executor's calls run over there; each
                     # call's size and rate are measured as it is sent
@@ -119,7 +124,7 @@ class Executor(concurrent.futures.Executor):
     def submit(self, fn, /, *args, **kwargs) -> concurrent.futures.Future:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        dep = self._deployment_for(fn)
+        dep = self._deployment_for(fn, args, kwargs)
         return self._pool.submit(self._call, dep, args, kwargs)
 
     def _call(self, dep, args, kwargs):
@@ -149,8 +154,8 @@ class Executor(concurrent.futures.Executor):
         if chunksize == 1:
             futures = [self.submit(fn, *args) for args in zip(*iterables)]
             return _results(futures, end, chunked=False)
-        dep = self._deployment_for(fn)
         items = list(zip(*iterables))
+        dep = self._deployment_for(fn, items[0] if items else ())
         futures = [self._pool.submit(_run_chunk, self, dep, items[i:i + chunksize])
                    for i in range(0, len(items), chunksize)]
         if self._shutdown:

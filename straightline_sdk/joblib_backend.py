@@ -28,8 +28,6 @@ the router that sent it.
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
 import logging
 import os
 import sys
@@ -39,19 +37,12 @@ import warnings
 
 from .errors import StraightLineError
 from .packaging.payload import _is_local_module
+from .packaging.third_party import requirements_of, third_party_top
 
 log = logging.getLogger("straightline")
 
 BACKEND_NAME = "straightline"
 DEFAULT_SESSION_NAME = "joblib"
-
-# Tooling that is on the stack or in a notebook's globals but that a batch never needs on
-# the far side (the Docker image would install it for nothing).
-_NOT_SHIPPED = frozenset({
-    "IPython", "ipykernel", "ipywidgets", "jupyter_client", "jupyter_core", "traitlets",
-    "tornado", "zmq", "comm", "debugpy", "nbmake", "tqdm",
-    "straightline_sdk", "straightline_runtime",
-})
 
 try:
     from joblib._parallel_backends import (AutoBatchingMixin, FallbackToBackend,
@@ -86,37 +77,6 @@ def _batch_runner():
     return types.FunctionType(run_joblib_batch.__code__, {}, "run_joblib_batch")
 
 
-@functools.lru_cache(maxsize=1)
-def _distributions() -> dict:
-    return importlib.metadata.packages_distributions()   # ~0.25 s: read once
-
-
-def requirements_of(modules) -> tuple[str, ...]:
-    """The installed distributions that provide ``modules`` (top-level names), for the
-    targets that build an environment (Docker, Lambda, Ray): a batch of scikit-learn
-    fits needs scikit-learn over there although the deployed function never names
-    it. They travel as requirements, which pin the versions installed here, rather
-    than inside the payload, so that loading the function imports nothing."""
-    names = set()
-    for top in modules:
-        names.update(_distributions().get(top, ()))
-    return tuple(sorted(names, key=str.lower))
-
-
-def _third_party_top(name: str | None) -> str | None:
-    """The installed, third-party top-level package of a module name, else None."""
-    if not name:
-        return None
-    top = name.partition(".")[0]
-    if (top in _NOT_SHIPPED or top in sys.stdlib_module_names or top in sys.builtin_module_names
-            or top == "__main__"):
-        return None
-    module = sys.modules.get(top)
-    if not getattr(module, "__file__", None):
-        return None   # a namespace package or a built-in: nothing to install
-    return None if _is_local_module(module) else top
-
-
 def caller_modules(frame: types.FrameType | None) -> tuple[str, ...]:
     """The third-party packages the batches of the joblib call being started will need
     over there: the modules of the frames from here up to the user's own code
@@ -127,7 +87,7 @@ def caller_modules(frame: types.FrameType | None) -> tuple[str, ...]:
     while frame is not None:
         globs = frame.f_globals
         name = globs.get("__name__") or ""
-        top = _third_party_top(name)
+        top = third_party_top(name)
         if top:
             tops.add(top)
         module = sys.modules.get(name)
@@ -140,7 +100,7 @@ def caller_modules(frame: types.FrameType | None) -> tuple[str, ...]:
                     ref = getattr(value, "__module__", None)
                 else:
                     continue
-                top = _third_party_top(ref if isinstance(ref, str) else None)
+                top = third_party_top(ref)
                 if top:
                     tops.add(top)
             break
@@ -148,7 +108,7 @@ def caller_modules(frame: types.FrameType | None) -> tuple[str, ...]:
     # scikit-learn's delayed() carries this process's warning filters into each batch,
     # and with them the modules of their categories (pytest's, under pytest)
     for entry in list(warnings.filters):
-        top = _third_party_top(getattr(entry[2], "__module__", None))
+        top = third_party_top(getattr(entry[2], "__module__", None))
         if top:
             tops.add(top)
     tops.add("joblib")   # BatchedCalls is joblib's

@@ -165,6 +165,17 @@ def test_callbacks_run_when_done(ex):
     assert done.wait(60) and seen == [9]
 
 
+def total(values):
+    return sum(int(v) for v in values)
+
+
+def test_what_the_first_call_carries_is_installed_over_there(ex):
+    import numpy as np
+    assert ex.submit(total, np.arange(4)).result(timeout=60) == 6
+    # total never names numpy; a container must still unpickle the array
+    assert "numpy" in ex.deployment(total).spec.requirements
+
+
 def test_an_unpicklable_function_fails_at_submit_with_the_culprit(ex):
     lock = threading.Lock()
     with pytest.raises(PackagingError, match="lock"):

@@ -81,6 +81,8 @@ def test_grid_search_gives_the_results_of_n_jobs_1_and_leaves_call_records(data)
     same_search(search, reference)
     dep = straightline.joblib_deployment("grid")
     assert dep is not None and dep.allowed == ("local",)
+    # what the batches unpickle is installed where environments are built
+    assert {"scikit-learn", "numpy", "joblib"} <= set(dep.spec.requirements)
     records = [r for r in dep.calls if r.outcome == "ok"]
     # 4 candidates x 3 folds = 12 fits, auto-batched into requests of one batch each
     assert 1 <= len(records) <= 12
