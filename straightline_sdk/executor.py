@@ -99,12 +99,12 @@ class Executor(concurrent.futures.Executor):
                 raise RuntimeError("cannot schedule new futures after shutdown")
             dep = self._by_content.get(package.content_hash)
             if dep is None:
-                # a distinct name per function, content included: two lambdas are both
-                # "<lambda>", and a deployment replaces a live one of the same name
                 # what the first call's arguments are made of must unpickle over there
                 # too (a DataFrame for a function that never names pandas), as with
                 # deploy(sample=...)
                 carried = requirements_of(modules_of_values([*args, *(kwargs or {}).values()]))
+                # a distinct name per function, content included: two lambdas are both
+                # "<lambda>", and a deployment replaces a live one of the same name
                 dep = deploy(fn, name=f"{self.name}/{qualname}@{package.content_hash[:8]}",
                              targets=self.targets, resources=self.resources,
                              requirements=carried + self.requirements)
@@ -150,6 +150,8 @@ class Executor(concurrent.futures.Executor):
         chunk of calls travels as one request."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1")
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
         end = None if timeout is None else time.monotonic() + timeout
         if chunksize == 1:
             futures = [self.submit(fn, *args) for args in zip(*iterables)]
@@ -158,9 +160,6 @@ class Executor(concurrent.futures.Executor):
         dep = self._deployment_for(fn, items[0] if items else ())
         futures = [self._pool.submit(_run_chunk, self, dep, items[i:i + chunksize])
                    for i in range(0, len(items), chunksize)]
-        if self._shutdown:
-            for f in futures:
-                f.cancel()
         return _results(futures, end, chunked=True)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
