@@ -214,6 +214,30 @@ def test_a_random_forest_with_n_jobs_inside_a_grid_search(data):
     assert list(search.cv_results_["mean_test_score"]) == list(reference.cv_results_["mean_test_score"])
 
 
+def test_a_forest_fitted_here_with_n_jobs_builds_its_trees_over_there(data):
+    X, y = data
+    reference = RandomForestClassifier(n_estimators=8, n_jobs=1, random_state=2).fit(X, y)
+    with joblib.parallel_config("straightline", targets=["local"], name="forest"):
+        forest = RandomForestClassifier(n_estimators=8, n_jobs=-1, random_state=2).fit(X, y)
+        # predict_proba asks joblib for shared memory: joblib's threads, here
+        proba = forest.predict_proba(X)
+    np.testing.assert_array_equal(proba, reference.predict_proba(X))
+    assert straightline.joblib_deployment("forest").stats()["local"]["calls"] >= 1
+
+
+def nap(seconds):
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
+def test_parallel_timeout_raises_joblibs_timeout_error():
+    import multiprocessing
+    with joblib.parallel_config("straightline", targets=["local"]):
+        with pytest.raises(multiprocessing.TimeoutError):   # what joblib raises under loky too
+            joblib.Parallel(n_jobs=2, timeout=0.3)(joblib.delayed(nap)(s) for s in (0.0, 5.0, 5.0))
+
+
 def test_lambdas_defined_here_travel_by_value():
     offset = 7
     with joblib.parallel_config("straightline", targets=["local"]):
