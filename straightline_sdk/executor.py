@@ -91,7 +91,7 @@ class Executor(concurrent.futures.Executor):
         from .api import deploy
         from .packaging import package_function
         from .packaging.third_party import modules_of_values, requirements_of
-        from .profile import Profile
+        from .profile import Unprofiled
         qualname = getattr(fn, "__qualname__", None) or type(fn).__qualname__
         package = package_function(fn, qualname)   # PackagingError names what cannot be pickled
         with self._lock:
@@ -111,7 +111,7 @@ class Executor(concurrent.futures.Executor):
                 if dep.profile is None:
                     # no profiling run here: an executor's calls run over there; each
                     # call's size and rate are measured as it is sent
-                    dep.set_profile(Profile(0.0, 0.0, 0, 0))
+                    dep.set_profile(Unprofiled())
                 self._by_content[package.content_hash] = dep
             try:
                 self._by_function[fn] = dep

@@ -170,7 +170,7 @@ class StraightLineBackend(*_BASES):
             dep = self.deployment
             if dep is not None and dep in deployments():
                 return dep
-            from .profile import Profile
+            from .profile import Unprofiled
             needs = requirements_of(caller_modules(frame or sys._getframe(1)))
             dep = deploy(_batch_runner(), name=self.name, targets=self.targets,
                          resources=self.resources, requirements=needs + self.requirements,
@@ -178,8 +178,7 @@ class StraightLineBackend(*_BASES):
             if dep.profile is None:
                 # Nothing is profiled here: a batch is the user's work, run once, over
                 # there. Each batch's size and rate are measured as it is sent.
-                dep.set_profile(Profile(runtime_s=0.0, peak_memory_mb=0.0, request_bytes=0,
-                                        result_bytes=0))
+                dep.set_profile(Unprofiled())
             # "n_jobs=-1" is the warm capacity: start every allowed target now
             for kind in dep.allowed:
                 try:
