@@ -273,3 +273,16 @@ def test_grid_search_on_docker_gives_the_results_of_n_jobs_1(engine, data):
     dep = straightline.joblib_deployment("grid-docker")
     assert {r.target for r in dep.calls} == {"docker"}
     assert dep.stats()["docker"]["errors"] == 0
+
+
+def test_the_example_script_runs_on_the_local_target(tmp_path):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRAIGHTLINE_")}
+    env["STRAIGHTLINE_CACHE_DIR"] = str(tmp_path)
+    run = subprocess.run([sys.executable, os.path.join(root, "examples", "sklearn_joblib.py")],
+                         capture_output=True, text=True, timeout=300, cwd=root, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "best: {" in run.stdout and "<Deployment 'grid-search' on local" in run.stdout
+    assert "above threshold: [False, True]" in run.stdout
