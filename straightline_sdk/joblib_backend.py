@@ -38,6 +38,7 @@ import warnings
 from .errors import StraightLineError
 from .packaging.payload import _is_local_module
 from .packaging.third_party import requirements_of, third_party_top
+from .targets.base import Resources
 
 log = logging.getLogger("straightline")
 
@@ -152,6 +153,9 @@ class StraightLineBackend(*_BASES):
             targets = _check_targets(targets)
         self.targets = targets
         self.resources = options.get("resources")
+        if self.resources is not None and not isinstance(self.resources, Resources):
+            raise TypeError(f"resources must be a straightline.Resources, not a "
+                            f"{type(self.resources).__qualname__}")
         self.requirements = tuple(options.get("requirements") or ())
         self.name = options.get("name") or DEFAULT_SESSION_NAME
         self.rate = options.get("rate")

@@ -252,6 +252,9 @@ def test_bad_options_are_refused_with_what_is_accepted():
     with pytest.raises(ValueError, match="unknown target"):
         with joblib.parallel_config("straightline", targets=["lokal"]):
             pass
+    with pytest.raises(TypeError, match="straightline.Resources"):
+        with joblib.parallel_config("straightline", resources={"memory_mb": 512}):
+            pass
 
 
 def test_the_backend_never_travels_inside_a_batch():
