@@ -19,6 +19,10 @@ Tiers:
   router's concurrency limit requests queue; events over the emulator's limit
   fail and fail over.
 
+Every placement is the real ``Plan.decide`` (through placement_adapter.py); a plan pinned to
+one tier gives the same answer for every request of a size while nothing failed, so it is
+asked once per (tier, size) and the answer reused.
+
 Policies: StraightLine (any thresholds), static (pinned to one tier), random
 (a seeded uniform choice among the tiers, each then pinned) and the oracle
 (each request to the tier where it would finish first, knowing every queue
