@@ -14,7 +14,7 @@ from .targets.base import Resources
 def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | None = None,
            targets=None, requirements=None, resources: Resources | None = None,
            name: str | None = None, keep: bool = False, idempotent: bool = True,
-           prewarm: bool = False, calibrate: bool = False):
+           prewarm: bool = False, calibrate: bool = False, capture_output: bool = True):
     """Deploy ``fn`` where the StraightLine policy places it; returns its handle.
 
     sample       arguments of one representative call, ``(x,)`` or ``Sample(x, k=1)``:
@@ -31,6 +31,9 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
                  mid-call? (default True; False gives at-most-once delivery)
     prewarm      deploy every allowed target now instead of when first chosen.
     calibrate    measure the targets now and set F and D from the measurements.
+    capture_output  bring what a call prints (stdout, stderr, warnings, log records
+                 at this process's root logger level) back and print it in the
+                 calling cell, tagged with where it ran (default True).
 
     Deploying again under the same name with the same content and options
     (re-running a notebook cell) returns the live deployment unchanged.
@@ -39,7 +42,7 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         return functools.partial(deploy, sample=sample, rate=rate, target=target, targets=targets,
                                  requirements=requirements, resources=resources, name=name,
                                  keep=keep, idempotent=idempotent, prewarm=prewarm,
-                                 calibrate=calibrate)
+                                 calibrate=calibrate, capture_output=capture_output)
     if not callable(fn):
         raise TypeError(f"deploy() takes a function, not a {type(fn).__qualname__}")
     name = name or getattr(fn, "__qualname__", None) or repr(fn)
@@ -54,7 +57,7 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         package = dataclasses.replace(package, module_names=package.module_names | arg_modules)
     key = content_hash(package.content_hash, repr(resources), repr(sorted(requirements or ())),
                        repr(target), repr(tuple(targets) if targets else None), repr(keep),
-                       repr(idempotent))
+                       repr(idempotent), repr(capture_output))
     existing = live(name)
     if existing is not None:
         if existing.deploy_key == key and all(t.health()[0] for t in existing.deployed_targets.values()):
@@ -62,7 +65,7 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         existing.undeploy()
     dep = Deployment(fn, package, rate=rate, target=target, targets=targets,
                      requirements=requirements, resources=resources, keep=keep,
-                     idempotent=idempotent, deploy_key=key)
+                     idempotent=idempotent, deploy_key=key, capture_output=capture_output)
     functools.update_wrapper(dep, fn, updated=())
     register(dep)
     try:

@@ -24,8 +24,9 @@ from .packaging.payload import code_locations
 from .placement import (MB, Features, Plan, RateEstimator, TargetState, Thresholds,
                         human_bytes)
 from .profile import Profile, profile_call
+from . import output as call_output
 from .progress import Progress
-from .remote import rebuild_exception
+from .remote import CodeIndex, rebuild_exception
 from .runtime import wire
 from .targets.base import DeploySpec, Resources, Target
 from .telemetry import Telemetry
@@ -62,7 +63,7 @@ class Deployment:
 
     def __init__(self, fn, package: FunctionPackage, *, rate: float | None, target: str | None,
                  targets, requirements, resources: Resources, keep: bool, idempotent: bool,
-                 deploy_key: str):
+                 deploy_key: str, capture_output: bool = True):
         self.fn = fn
         self.name = package.name
         self.deploy_key = deploy_key
@@ -91,6 +92,9 @@ class Deployment:
         self._closed = False
         self._code_locations: dict | None = None   # built at the first remote error
         self._panel = None
+        self.capture_output = capture_output
+        self._output_log = call_output.OutputLog()
+        self._final_logs: dict[str, str] = {}    # each target's log, kept at its teardown
 
     # -- public API ------------------------------------------------------------
 
@@ -100,7 +104,8 @@ class Deployment:
             if result is not _NOT_PROFILED:
                 return result
         outcomes, decision = self._send([(args, kwargs)], 1)
-        ok, value = outcomes[0]
+        ok, value, meta = call_output.split(outcomes[0])
+        call_output.show(meta, decision.target)
         if ok:
             return value
         raise self._rebuild(value, decision.target)
@@ -161,7 +166,9 @@ class Deployment:
                             results[i + j] = exc
                             failed.append((i + j, exc))
                     else:
-                        for j, (ok, value) in enumerate(outcomes):
+                        for j, outcome in enumerate(outcomes):
+                            ok, value, meta = call_output.split(outcome)
+                            call_output.show(meta, decision.target, index=i + j)
                             if ok:
                                 results[i + j] = value
                             else:
@@ -264,11 +271,25 @@ class Deployment:
         display(self.panel)
 
     def logs(self, target: str | None = None, tail: int = 100) -> str:
-        """The output of the function's target (the last-used one by default)."""
+        """The output of the function's target (the last-used one by default).
+        After undeploy, each target's last log is kept for this process's lifetime."""
         kind = target or (self._last_decision.target if self._last_decision else None) \
-            or next(iter(self._targets), None)
-        t = self._targets.get(kind) if kind else None
-        return t.logs(tail) if t is not None else ""
+            or next(iter(self._targets), None) or next(iter(self._final_logs), None)
+        if not kind:
+            return ""
+        t = self._targets.get(kind)
+        text = t.logs(tail) if t is not None else self._final_logs.get(kind, "")
+        if kind in _KEEPS_OUTPUT_HERE:
+            kept = self._output_log.tail(kind, tail)
+            text = "\n".join(part for part in (text, kept) if part)
+            text = "\n".join(text.splitlines()[-tail:])
+        return text
+
+    def _keep_final_log(self, kind: str, target: Target) -> None:
+        try:
+            self._final_logs[kind] = target.logs(_FINAL_LOG_LINES)
+        except Exception as exc:  # a log that cannot be read must not stop the teardown
+            log.debug("%s: the %s target's log could not be read: %s", self.name, kind, exc)
 
     def undeploy(self) -> None:
         """Tear down every target this deployment started. Idempotent."""
@@ -280,6 +301,7 @@ class Deployment:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         for kind, target in deployed.items():
+            self._keep_final_log(kind, target)
             try:
                 target.teardown()
             except Exception as exc:  # teardown of one target must not stop the others'
@@ -376,7 +398,7 @@ class Deployment:
     def _send(self, calls: list, n: int, chunk: bool = False):
         """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision)."""
         self._check_open()
-        segments, total = encode_request(calls)
+        segments, total = encode_request(calls, call_output.request_options(self.capture_output))
         size = total // n
         rate = self._rate.observe(count=n)
         thresholds = self.thresholds
@@ -386,6 +408,7 @@ class Deployment:
         avoid: tuple = ()
         last_failure: TargetFailure | None = None
         rerun: tuple | None = None   # (target, why) of an attempt that may have run
+        queue_s = 0.0
         while True:
             with self._cond:
                 try:
@@ -396,8 +419,10 @@ class Deployment:
                     raise
                 state = plan.states[decision.target]
                 if decision.queued:
+                    queued_since = time.perf_counter()
                     while state.concurrency is not None and state.in_flight >= state.concurrency:
                         self._cond.wait()
+                    queue_s += time.perf_counter() - queued_since
                 state.in_flight += 1
             kind = decision.target
             if rerun is not None:   # said only once there is a target to run it again on
@@ -434,18 +459,25 @@ class Deployment:
                     state.in_flight -= 1
                     self._cond.notify()
             outcomes = wire.decode(body)
-            errors = 0
-            for ok, _ in outcomes:
+            errors, function_s, detail = 0, 0.0, ""
+            for outcome in outcomes:
+                ok, value, meta = call_output.split(outcome)
+                function_s += meta.get("function_s", 0.0)
+                self._output_log.add(kind, meta)
                 if not ok:
                     errors += 1
+                    if not detail and isinstance(value, dict):
+                        detail = f"{value.get('type', 'Exception')}: {value.get('message', '')}"[:300]
             self.telemetry.record(kind, decision.branch, decision.fell_back, n, total, len(body),
-                                  latency, cold, "error" if errors else "ok")
+                                  latency, cold, "error" if errors else "ok", detail,
+                                  function_s=function_s, queue_s=queue_s)
             self._last_decision = decision
             return outcomes, decision
 
     def _rebuild(self, info: dict, target: str) -> BaseException:
         if self._code_locations is None:
-            self._code_locations = code_locations(self.fn)
+            self._code_locations = CodeIndex.build(self.fn, self.spec.package.local_modules,
+                                                   by_name=code_locations(self.fn))
         return rebuild_exception(info, target, self._code_locations)
 
     def _may_retry(self, exc: TargetFailure) -> bool:
@@ -466,6 +498,7 @@ class Deployment:
         with self._deploy_lock:
             if self._targets.get(kind) is target:
                 del self._targets[kind]
+        self._keep_final_log(kind, target)
         try:
             target.teardown()
         except Exception as teardown_exc:
@@ -546,6 +579,11 @@ class Deployment:
 
 
 _NOT_PROFILED = object()
+#: lines of a target's log kept when it is torn down (h.logs() after undeploy)
+_FINAL_LOG_LINES = 500
+#: targets whose runtime does not echo captured output into their own log (Ray
+#: streams its workers' output to the driver: echoing would print it twice)
+_KEEPS_OUTPUT_HERE = ("ray",)
 
 # -- live deployments ------------------------------------------------------------
 

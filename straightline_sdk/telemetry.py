@@ -26,6 +26,8 @@ class CallRecord:
     cold: bool
     outcome: str             # "ok", "error" (the function raised), "failed" (the target failed)
     detail: str = ""         # the error, briefly
+    function_s: float = 0.0  # time in the function, measured on the far side (all items)
+    queue_s: float = 0.0     # time waiting here for a free slot on the target
 
 
 _COUNTERS = ("requests", "calls", "errors", "failures", "cold_starts", "bytes_sent", "bytes_received")
@@ -39,9 +41,9 @@ class Telemetry:
         self._lock = threading.Lock()
 
     def record(self, target, branch, fell_back, items, request_bytes, response_bytes, latency_s,
-               cold, outcome, detail="") -> CallRecord:
+               cold, outcome, detail="", *, function_s=0.0, queue_s=0.0) -> CallRecord:
         rec = CallRecord(time.time(), target, branch, fell_back, items, request_bytes,
-                         response_bytes, latency_s, cold, outcome, detail)
+                         response_bytes, latency_s, cold, outcome, detail, function_s, queue_s)
         with self._lock:
             self.records.append(rec)
             t = self.totals.get(target)

@@ -158,10 +158,11 @@ def package_function(fn, name: str) -> FunctionPackage:
     )
 
 
-def encode_request(calls: list) -> tuple[list, int]:
-    """Frame a list of (args, kwargs); PackagingError names the argument that fails."""
+def encode_request(calls: list, options: dict | None = None) -> tuple[list, int]:
+    """Frame a list of (args, kwargs), with the far side's ``options`` (see
+    runtime.wire) if any; PackagingError names the argument that fails."""
     try:
-        return wire.encode(calls)
+        return wire.encode(calls if options is None else (wire.CALLS, calls, options))
     except Exception as exc:
         for index, (args, kwargs) in enumerate(calls):
             for label, value in [(f"argument {i}", a) for i, a in enumerate(args)] + \

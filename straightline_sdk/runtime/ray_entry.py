@@ -37,7 +37,9 @@ def _function(key: str, payload: bytes):
 
 
 def _respond(fn, body) -> bytes:
-    segments, _ = execute.handle_frame(fn, body)
+    # Ray streams a worker's output to the driver itself: captured output, which
+    # the handle prints, is not echoed a second time
+    segments, _ = execute.handle_frame(fn, body, echo_output=False)
     return b"".join(segments)
 
 

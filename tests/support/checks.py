@@ -1,0 +1,69 @@
+"""Assertions shared by every target's tests: what a notebook user sees of a
+remote call's output and exceptions is the same wherever it ran."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from straightline_sdk import RemoteError
+from tests.support import user_code
+
+
+def assert_output_comes_home(h, kind: str, capsys) -> None:
+    """Prints, stderr, warnings and log records (at the root logger's level here)
+    come back tagged with the target, in order; debug records below it do not."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.INFO)
+    try:
+        capsys.readouterr()
+        assert h(21) == 42
+        out, err = capsys.readouterr()
+    finally:
+        root.setLevel(old)
+    assert out.splitlines() == [f"[{kind}] out 21 one", f"[{kind}] out 21 two"], out
+    err_lines = err.splitlines()
+    assert err_lines[0] == f"[{kind}] err 21", err
+    assert any(line.startswith(f"[{kind}] ") and "UserWarning: warned 21" in line for line in err_lines), err
+    assert f"[{kind}] INFO:user.chatty: info 21" in err_lines, err
+    assert "debug 21" not in err
+
+
+def assert_map_output_tagged_by_index(h, kind: str, capsys) -> None:
+    capsys.readouterr()
+    assert h.map([1, 2, 3], chunksize=1) == [2, 4, 6]
+    out, _ = capsys.readouterr()
+    for i, x in enumerate([1, 2, 3]):
+        assert out.count(f"[{kind} #{i}] out {x} one\n") == 1, out
+        assert out.count(f"[{kind} #{i}] out {x} two\n") == 1, out
+    assert out.count(" one\n") == 3, out   # each item's output printed once
+
+
+def assert_exceptions_intact(h_normalise, h_chained, h_far, kind: str) -> None:
+    """A two-argument constructor, a chain with a cause, a helper module's frame,
+    and a type that exists only on the far side."""
+    with pytest.raises(user_code.DataQualityError) as info:
+        h_normalise([1, -2, 3, -4])
+    exc = info.value
+    assert type(exc) is user_code.DataQualityError
+    assert exc.bad_rows == [1, 3] and str(exc) == "2 bad rows"
+    text = exc.remote_traceback
+    assert f"Traceback on the {kind} target" in text
+    assert f'File "{user_code.__file__}"' in text, text
+    assert 'raise DataQualityError(f"{len(bad)} bad rows", bad_rows=bad)' in text, text
+    assert "<dynamic-code>" not in text, text
+
+    with pytest.raises(user_code.DataQualityError) as info:
+        h_chained([1, 2])
+    assert isinstance(info.value.__cause__, KeyError)
+    assert info.value.__cause__.args == ("mean",)
+    assert "The above exception was the direct cause" in info.value.remote_traceback
+
+    with pytest.raises(RemoteError) as info:
+        h_far("inner detail")
+    err = info.value
+    assert err.type_name == "straightline_far_side_only.FarError"
+    assert err.remote_message == "inner detail" and err.attributes == {"rows": "3"}
+    assert "inner detail" in str(err) and "rows=3" in str(err)
