@@ -186,6 +186,12 @@ def test_notebook_function_with_model_runs_in_container_like_locally(engine):
     engine.images.get(target.image_tag)   # the image stays, for the next deploy
 
 
+@pytest.mark.docker
+def test_output_and_exceptions_come_back_from_docker(engine, capsys):
+    from tests.support import checks, user_code
+    checks.assert_all(straightline.deploy(user_code.scenario, target="docker"), "docker", capsys)
+
+
 _SCRIPT = textwrap.dedent("""
     import json, os, sys
     import numpy as np

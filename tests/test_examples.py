@@ -18,3 +18,22 @@ def test_quickstart_example_runs_on_the_local_target(tmp_path):
     assert "result: {'mean': 5.0, 'spread': 2.0}" in run.stdout
     assert "placement: local, because" in run.stdout
     assert "map: 100 results" in run.stdout
+
+
+def test_a_remote_print_shows_in_its_notebook_cell():
+    """The quickstart notebook in a real kernel: the cell that calls the deployed
+    function shows what the function printed and warned on the worker."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = os.path.join(ROOT, "notebooks", "quickstart.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRAIGHTLINE_")}
+    NotebookClient(nb, timeout=120, kernel_name="python3",
+                   resources={"metadata": {"path": os.path.dirname(path)}}).execute(env=env)
+    [cell] = [c for c in nb.cells if "remote-print" in c.metadata.get("tags", [])]
+    streams = {o.name: o.text for o in cell.outputs if o.output_type == "stream"}
+    assert "[local] adding 3 values\n" in streams.get("stdout", ""), cell.outputs
+    assert "UserWarning: negative values are counted as zero" in streams.get("stderr", ""), cell.outputs
+    [result] = [o for o in cell.outputs if o.output_type == "execute_result"]
+    assert result.data["text/plain"] == "4.0"

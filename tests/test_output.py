@@ -23,21 +23,21 @@ def local_only():
 
 
 def test_prints_warnings_and_log_records_come_back_tagged_in_order(capsys):
-    h = straightline.deploy(user_code.chatty, target="local", name="chatty-local")
+    h = straightline.deploy(user_code.scenario, target="local", name="scenario-out")
     checks.assert_output_comes_home(h, "local", capsys)
 
 
 def test_a_maps_output_is_printed_once_per_item_tagged_by_index(capsys):
-    h = straightline.deploy(user_code.chatty, target="local", name="chatty-map")
+    h = straightline.deploy(user_code.scenario, target="local", name="scenario-map")
     checks.assert_map_output_tagged_by_index(h, "local", capsys)
 
 
 def test_exceptions_keep_type_attributes_chain_and_file():
-    checks.assert_exceptions_intact(
-        straightline.deploy(user_code.normalise, target="local", name="norm"),
-        straightline.deploy(user_code.checked_mean, target="local", name="chained"),
-        straightline.deploy(user_code.far_side_only_error, target="local", name="far"),
-        "local")
+    checks.assert_exceptions_intact(straightline.deploy(user_code.scenario, target="local"), "local")
+
+
+def test_every_check_in_one_deployment_then_logs_after_undeploy(capsys):
+    checks.assert_all(straightline.deploy(user_code.scenario, target="local"), "local", capsys)
 
 
 def test_the_remote_traceback_is_the_cause_of_the_chains_root():

@@ -65,6 +65,13 @@ def test_logs_return_what_the_actor_printed(ray_cluster):
 
 
 @pytest.mark.ray
+def test_output_and_exceptions_come_back_from_ray(ray_cluster, capsys):
+    from tests.support import checks, user_code
+    use_cluster(ray_cluster)
+    checks.assert_all(straightline.deploy(user_code.scenario, target="ray"), "ray", capsys)
+
+
+@pytest.mark.ray
 def test_map_fans_out_to_tasks_and_keeps_order(ray_cluster):
     use_cluster(ray_cluster)
 

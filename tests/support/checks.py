@@ -1,5 +1,6 @@
 """Assertions shared by every target's tests: what a notebook user sees of a
-remote call's output and exceptions is the same wherever it ran."""
+remote call's output and exceptions is the same wherever it ran. ``h`` is a
+deployment of ``user_code.scenario``."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def assert_output_comes_home(h, kind: str, capsys) -> None:
     root.setLevel(logging.INFO)
     try:
         capsys.readouterr()
-        assert h(21) == 42
+        assert h("chatty", 21) == 42
         out, err = capsys.readouterr()
     finally:
         root.setLevel(old)
@@ -33,7 +34,7 @@ def assert_output_comes_home(h, kind: str, capsys) -> None:
 
 def assert_map_output_tagged_by_index(h, kind: str, capsys) -> None:
     capsys.readouterr()
-    assert h.map([1, 2, 3], chunksize=1) == [2, 4, 6]
+    assert h.map(["chatty"] * 3, [1, 2, 3], chunksize=1) == [2, 4, 6]
     out, _ = capsys.readouterr()
     for i, x in enumerate([1, 2, 3]):
         assert out.count(f"[{kind} #{i}] out {x} one\n") == 1, out
@@ -41,11 +42,11 @@ def assert_map_output_tagged_by_index(h, kind: str, capsys) -> None:
     assert out.count(" one\n") == 3, out   # each item's output printed once
 
 
-def assert_exceptions_intact(h_normalise, h_chained, h_far, kind: str) -> None:
+def assert_exceptions_intact(h, kind: str) -> None:
     """A two-argument constructor, a chain with a cause, a helper module's frame,
     and a type that exists only on the far side."""
     with pytest.raises(user_code.DataQualityError) as info:
-        h_normalise([1, -2, 3, -4])
+        h("normalise", [1, -2, 3, -4])
     exc = info.value
     assert type(exc) is user_code.DataQualityError
     assert exc.bad_rows == [1, 3] and str(exc) == "2 bad rows"
@@ -56,14 +57,23 @@ def assert_exceptions_intact(h_normalise, h_chained, h_far, kind: str) -> None:
     assert "<dynamic-code>" not in text, text
 
     with pytest.raises(user_code.DataQualityError) as info:
-        h_chained([1, 2])
+        h("chained", [1, 2])
     assert isinstance(info.value.__cause__, KeyError)
     assert info.value.__cause__.args == ("mean",)
     assert "The above exception was the direct cause" in info.value.remote_traceback
 
     with pytest.raises(RemoteError) as info:
-        h_far("inner detail")
+        h("far", "inner detail")
     err = info.value
     assert err.type_name == "straightline_far_side_only.FarError"
     assert err.remote_message == "inner detail" and err.attributes == {"rows": "3"}
     assert "inner detail" in str(err) and "rows=3" in str(err)
+
+
+def assert_all(h, kind: str, capsys) -> None:
+    assert_output_comes_home(h, kind, capsys)
+    assert_map_output_tagged_by_index(h, kind, capsys)
+    assert_exceptions_intact(h, kind)
+    assert "out 21 one" in h.logs(kind, tail=500)
+    h.undeploy()
+    assert "out 21 one" in h.logs(kind, tail=500)   # kept for the process's lifetime
