@@ -441,7 +441,9 @@ class Deployment:
             except TargetFailure as exc:
                 last_failure = exc
                 self.telemetry.record(kind, decision.branch, decision.fell_back, n, total, 0, 0.0,
-                                      False, "failed", str(exc).splitlines()[0][:200])
+                                      False, "failed",
+                                      f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                                      queue_s=queue_s, rate=rate)
                 self._after_failure(kind, exc)
                 if not self._may_retry(exc):
                     raise
@@ -470,7 +472,7 @@ class Deployment:
                         detail = f"{value.get('type', 'Exception')}: {value.get('message', '')}"[:300]
             self.telemetry.record(kind, decision.branch, decision.fell_back, n, total, len(body),
                                   latency, cold, "error" if errors else "ok", detail,
-                                  function_s=function_s, queue_s=queue_s)
+                                  function_s=function_s, queue_s=queue_s, rate=rate)
             self._last_decision = decision
             return outcomes, decision
 
