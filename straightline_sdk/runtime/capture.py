@@ -168,8 +168,3 @@ class capturing:
     def __exit__(self, *exc):
         _current.reset(self._tokens[0])
         _levels.reset(self._tokens[1])
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except Exception:
-            pass

@@ -56,7 +56,7 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
         except Exception as exc:  # the user's error travels back; the worker lives on
             outcome = [False, error_info(exc, skip_frames=1), meta]
         meta["function_s"] = clock() - t0
-        if output is not None:
+        if output is not None and output.chunks:
             meta["output"] = output.as_list()
             if output.truncated:
                 meta["truncated"] = output.truncated
