@@ -8,7 +8,8 @@ Two kinds:
 - **steps** (``total=None``: deploying a target) are phases (``step("building
   straightline/f:1a2b")``) with detail lines in between (a Dockerfile's ``Step
   3/7``). A phase that runs past ``delay_s`` is announced while it runs, with
-  its elapsed time; quick phases stay quiet. When the work ends, and if
+  its elapsed time, and so is each of its details that does; quick ones stay
+  quiet. When the work ends, and if
   anything was shown, a final line says what happened: ``deploying f to
   docker: image built in 12 s, container started in 1.2 s`` (or where it
   failed). In a notebook this is one widget whose label ends in that state.
@@ -102,6 +103,8 @@ class Progress:
         # steps: [text, started, ended or None, announced]
         self._phases: list[list] = []
         self._detail = ""
+        self._detail_since = 0.0
+        self._detail_shown = False
         self._shown = False
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
@@ -145,15 +148,14 @@ class Progress:
             self.last_step = text
             now = self._clock()
             if text.startswith(_DETAIL_PREFIXES) and self._phases:
-                self._detail = text
-                phase = self._phases[-1]
-                if phase[3]:   # the phase is slow and shown: so are its details, as they come
-                    self._say(f"{phase[0]}: {text} ({seconds(now - phase[1])})")
+                # a detail of the running phase: shown, like a phase, once it is slow
+                self._detail, self._detail_since, self._detail_shown = text, now, False
+                self._check(now)
                 return
             if self._phases and self._phases[-1][2] is None:
                 self._phases[-1][2] = now
             self._phases.append([text, now, None, False])
-            self._detail = ""
+            self._detail, self._detail_shown = "", False
             self._check(now)
             if self._ticker is None and self._tick_s:
                 self._ticker = threading.Thread(target=self._tick_loop, daemon=True,
@@ -176,8 +178,11 @@ class Progress:
             return
         phase = self._phases[-1]
         elapsed = now - phase[1]
-        if not phase[3] and phase[2] is None and elapsed >= self.delay_s:
+        slow_detail = (self._detail and not self._detail_shown
+                       and now - self._detail_since >= self.delay_s)
+        if phase[2] is None and ((not phase[3] and elapsed >= self.delay_s) or (phase[3] and slow_detail)):
             phase[3] = True
+            self._detail_shown = bool(self._detail)
             detail = f": {self._detail}" if self._detail else ""
             self._say(f"{phase[0]}{detail} ({seconds(elapsed)})", running=True)
         elif phase[3] and self._notebook:
