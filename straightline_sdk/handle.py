@@ -63,7 +63,7 @@ class Deployment:
 
     def __init__(self, fn, package: FunctionPackage, *, rate: float | None, target: str | None,
                  targets, requirements, resources: Resources, keep: bool, idempotent: bool,
-                 deploy_key: str, capture_output: bool = True):
+                 deploy_key: str, capture_output: bool = True, options: dict | None = None):
         self.fn = fn
         self.name = package.name
         self.deploy_key = deploy_key
@@ -93,6 +93,7 @@ class Deployment:
         self._code_locations: dict | None = None   # built at the first remote error
         self._panel = None
         self.capture_output = capture_output
+        self.options = {kind: dict(opts) for kind, opts in (options or {}).items()}  # per kind, over configure()'s
         self._output_log = call_output.OutputLog()
         self._final_logs: dict[str, str] = {}    # each target's log, kept at its teardown
 
@@ -355,7 +356,9 @@ class Deployment:
         )
 
     def _target_options(self, kind: str) -> dict:
-        return settings().target_options(kind)
+        merged = settings().target_options(kind)
+        merged.update(self.options.get(kind, {}))
+        return merged
 
     def _refresh_states(self) -> dict[str, TargetState]:
         states = {}

@@ -246,8 +246,8 @@ class Progress:
             if not self.enabled or not self._phases:
                 return
             self.summary = self._final_text(now, error)
-            if not self._shown and error is None and now - self._start < self.delay_s:
-                return   # quick work: nothing was shown, nothing is said
+            if not self._shown and now - self._start < self.delay_s:
+                return   # quick work: nothing was shown, nothing is said (an error says itself)
             if self._notebook:
                 self._show_widget(self.summary, False, "danger" if error is not None else "success")
             else:

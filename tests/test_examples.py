@@ -37,3 +37,19 @@ def test_a_remote_print_shows_in_its_notebook_cell():
     assert "UserWarning: negative values are counted as zero" in streams.get("stderr", ""), cell.outputs
     [result] = [o for o in cell.outputs if o.output_type == "execute_result"]
     assert result.data["text/plain"] == "4.0"
+
+
+def test_getting_starteds_own_code_example_stays_local_with_an_engine_running(tmp_path):
+    """docs/getting-started.md says its examples run on the local target; the
+    example is run as written (an engine may be running: Docker must stay unused)."""
+    import re
+    text = open(os.path.join(ROOT, "docs", "getting-started.md")).read()
+    block = re.search(r"The same in your own code.*?```python\n(.*?)```", text, re.S).group(1)
+    check = block + ("\nimport json\nprint('STATS ' + json.dumps(sorted(square.stats())))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRAIGHTLINE_")}
+    env["STRAIGHTLINE_CACHE_DIR"] = str(tmp_path)
+    run = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert 'STATS ["local"]' in run.stdout, run.stdout + run.stderr
+    assert "docker" not in run.stderr
