@@ -401,7 +401,11 @@ class Deployment:
     def _send(self, calls: list, n: int, chunk: bool = False):
         """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision)."""
         self._check_open()
-        segments, total = encode_request(calls, call_output.request_options(self.capture_output))
+        options = call_output.request_options(self.capture_output)
+        stream_id = None
+        if options is not None and n == 1:   # a long single call streams its output
+            stream_id = options["stream_id"] = call_output.new_stream_id()
+        segments, total = encode_request(calls, options)
         size = total // n
         rate = self._rate.observe(count=n)
         thresholds = self.thresholds
@@ -435,9 +439,13 @@ class Deployment:
             try:
                 target = self._targets.get(kind) or self._deploy(kind)
                 cold = target.cold
+                watch = call_output.streams.watch(target, stream_id, kind) if stream_id else None
                 t0 = time.perf_counter()
-                body = (target.invoke_chunk if chunk else target.invoke)(
-                    segments, total, self.spec.resources.timeout_s)
+                try:
+                    body = (target.invoke_chunk if chunk else target.invoke)(
+                        segments, total, self.spec.resources.timeout_s)
+                finally:
+                    streamed = call_output.streams.stop(watch) if watch is not None else 0
                 latency = time.perf_counter() - t0
                 if target.last_call_cold is not None:
                     cold = target.last_call_cold
@@ -465,6 +473,8 @@ class Deployment:
                     self._cond.notify()
             outcomes = wire.decode(body)
             errors, function_s, detail = 0, 0.0, ""
+            if streamed and len(outcomes[0]) > 2 and outcomes[0][2] is not None:
+                outcomes[0][2]["streamed"] = streamed   # printed while it ran
             for outcome in outcomes:
                 ok, value, meta = call_output.split(outcome)
                 function_s += meta.get("function_s", 0.0)

@@ -9,9 +9,13 @@ or ``[docker #3]`` for item 3 of a map.
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import logging
+import secrets
 import sys
 import threading
+import time
 from collections import deque
 
 from .runtime import capture
@@ -23,7 +27,19 @@ OUTPUT_LIMIT = capture.DEFAULT_LIMIT
 #: Ray itself, so the runtime there does not echo captured output a second time)
 KEPT_LINES = 2000
 
+#: a single call running longer than this has its output read while it runs
+STREAM_AFTER_S = 1.0
+#: and then this often
+STREAM_EVERY_S = 0.5
+
 _print_lock = threading.Lock()
+_ids = itertools.count()
+_PROCESS = secrets.token_hex(4)
+
+
+def new_stream_id() -> str:
+    """An id for one call, unique across the processes a worker may serve."""
+    return f"{_PROCESS}-{next(_ids)}"
 
 
 def request_options(enabled: bool) -> dict | None:
@@ -67,9 +83,23 @@ class OutputLog:
         return "\n".join(lines[-count:])
 
 
+def _skip(chunks, count: int) -> list:
+    """The chunks without their first ``count`` characters (printed while the call ran)."""
+    out, seen = [], 0
+    for stream, text in chunks:
+        end = seen + len(text)
+        if end > count:
+            out.append((stream, text[max(0, count - seen):]))
+        seen = end
+    return out
+
+
 def show(meta: dict, where: str, index: int | None = None, out=None, err=None) -> None:
-    """Print one call's captured output, in order, each line tagged."""
+    """Print one call's captured output, in order, each line tagged (what was
+    already printed while the call ran, ``meta["streamed"]``, is skipped)."""
     chunks = meta.get("output")
+    if chunks and meta.get("streamed"):
+        chunks = _skip(chunks, meta["streamed"])
     truncated = meta.get("truncated")
     if not chunks and not truncated:
         return
@@ -103,3 +133,97 @@ def _tagged(text: str, tag: str) -> str:
     if result and not result.endswith("\n"):
         result += "\n"   # the call's last partial line ends here: the next call's tag starts a line
     return result
+
+
+# -- streaming: a long call's output while it runs --------------------------------------
+
+class _Watch:
+    __slots__ = ("target", "stream_id", "where", "due", "printed", "stopped", "lock", "context")
+
+    def __init__(self, target, stream_id: str, where: str):
+        self.target = target
+        self.stream_id = stream_id
+        self.where = where
+        self.due = time.monotonic() + STREAM_AFTER_S
+        self.printed = 0           # characters of the call's output printed so far
+        self.stopped = False
+        self.lock = threading.Lock()
+        # printing runs in the caller's context: Jupyter routes it to the caller's cell
+        self.context = contextvars.copy_context()
+
+
+class StreamWatcher:
+    """Reads the output of single calls that run past ``STREAM_AFTER_S`` while they
+    run, and prints it, every ``STREAM_EVERY_S``. One thread for the process;
+    registering a call costs microseconds and a quick call is never read."""
+
+    def __init__(self):
+        self._watches: list[_Watch] = []
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, target, stream_id: str, where: str) -> _Watch:
+        w = _Watch(target, stream_id, where)
+        with self._cond:
+            self._watches.append(w)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="straightline-output",
+                                                daemon=True)
+                self._thread.start()
+            elif len(self._watches) == 1:
+                self._cond.notify()
+        return w
+
+    def stop(self, w: _Watch) -> int:
+        """Stop reading a call (it has returned); how many characters were printed."""
+        with w.lock:       # a read in progress finishes printing first
+            w.stopped = True
+        with self._cond:
+            try:
+                self._watches.remove(w)
+            except ValueError:
+                pass
+        return w.printed
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                due = [w for w in self._watches if w.due <= now]
+                if not due:
+                    soonest = min((w.due for w in self._watches), default=None)
+                    self._cond.wait(None if soonest is None else soonest - now)
+                    continue
+                for w in due:
+                    w.due = now + STREAM_EVERY_S
+            for w in due:
+                try:
+                    self._read(w)
+                except Exception as exc:   # streaming is a convenience: the result still carries it all
+                    logging.getLogger("straightline").debug("reading a running call's output: %s", exc)
+
+    @staticmethod
+    def _read(w: _Watch) -> None:
+        with w.lock:
+            if w.stopped:
+                return
+            answer = w.target.read_output(w.stream_id, w.printed)
+            if not answer or not answer.get("chunks"):
+                return
+            chunks = [tuple(c) for c in answer["chunks"]]
+            # whole lines only: a line still being written is printed when it ends
+            text = "".join(t for _, t in chunks)
+            cut = text.rfind("\n") + 1
+            if cut <= 0:
+                return
+            kept, seen = [], 0
+            for stream, part in chunks:
+                if seen >= cut:
+                    break
+                kept.append((stream, part[:cut - seen]))
+                seen += len(part)
+            w.context.run(show, {"output": kept}, w.where)
+            w.printed += cut
+
+
+streams = StreamWatcher()

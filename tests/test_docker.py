@@ -187,6 +187,16 @@ def test_notebook_function_with_model_runs_in_container_like_locally(engine):
 
 
 @pytest.mark.docker
+def test_a_long_calls_output_streams_from_the_container_while_it_runs(engine, capsys):
+    from tests.support import checks, user_code
+    h = straightline.deploy(user_code.waits_for_release, target="docker")
+    flag = "/tmp/straightline-release"
+    container = _target(h).container
+    checks.assert_output_streams_while_the_call_runs(
+        h, "docker", capsys, flag, release=lambda: container.exec_run(["touch", flag]))
+
+
+@pytest.mark.docker
 def test_the_base_image_can_be_set_per_deployment(engine):
     """docs/targets-docker.md: the base image per deployment (options=)."""
     from straightline_sdk.errors import StraightLineError

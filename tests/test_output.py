@@ -40,6 +40,11 @@ def test_every_check_in_one_deployment_then_logs_after_undeploy(capsys):
     checks.assert_all(straightline.deploy(user_code.scenario, target="local"), "local", capsys)
 
 
+def test_a_long_calls_output_streams_while_it_runs(capsys, tmp_path):
+    h = straightline.deploy(user_code.waits_for_release, target="local")
+    checks.assert_output_streams_while_the_call_runs(h, "local", capsys, tmp_path / "go")
+
+
 def test_the_remote_traceback_is_the_cause_of_the_chains_root():
     h = straightline.deploy(user_code.checked_mean, target="local")
     with pytest.raises(user_code.DataQualityError) as info:

@@ -34,7 +34,7 @@ _install_lock = threading.Lock()
 class CallOutput:
     """One call's output: ``[(stream, text), ...]`` in order, stream "out" or "err"."""
 
-    __slots__ = ("chunks", "size", "limit", "truncated", "tee_all")
+    __slots__ = ("chunks", "size", "limit", "truncated", "tee_all", "running", "_lock")
 
     def __init__(self, limit: int = DEFAULT_LIMIT, tee_all: bool = True):
         self.chunks: list[list] = []
@@ -42,6 +42,8 @@ class CallOutput:
         self.limit = limit
         self.truncated = 0        # characters not kept
         self.tee_all = tee_all    # False: only what is not kept reaches the real stream
+        self.running = True
+        self._lock = threading.Lock()   # the call's thread writes, a stream reader reads
 
     def add(self, stream: str, text: str) -> bool:
         """Keep ``text``; returns False for what is over the limit (not kept)."""
@@ -54,15 +56,44 @@ class CallOutput:
         if len(text) > room:
             self.truncated += len(text) - room
             text = text[:room]
-        self.size += len(text)
-        if self.chunks and self.chunks[-1][0] == stream:
-            self.chunks[-1][1] += text
-        else:
-            self.chunks.append([stream, text])
+        with self._lock:
+            self.size += len(text)
+            if self.chunks and self.chunks[-1][0] == stream:
+                self.chunks[-1][1] += text
+            else:
+                self.chunks.append([stream, text])
         return self.truncated == 0
 
     def as_list(self) -> list[tuple[str, str]]:
         return [(stream, text) for stream, text in self.chunks]
+
+    def read(self, offset: int) -> tuple[list[tuple[str, str]], int]:
+        """What was written after the first ``offset`` characters, and the new offset."""
+        out, seen = [], 0
+        with self._lock:
+            for stream, text in self.chunks:
+                end = seen + len(text)
+                if end > offset:
+                    out.append((stream, text[max(0, offset - seen):]))
+                seen = end
+        return out, seen
+
+
+# Output of calls running now that a client may read while they run (streaming),
+# by the id the client sent with the request.
+_streams: dict[str, CallOutput] = {}
+_streams_lock = threading.Lock()
+
+
+def read_stream(stream_id: str, offset: int) -> dict:
+    """``{"chunks": [(stream, text)...], "offset": n, "running": bool}``; a call
+    that is not (or no longer) running reads as nothing, not running."""
+    with _streams_lock:
+        output = _streams.get(stream_id)
+    if output is None:
+        return {"chunks": [], "offset": offset, "running": False}
+    chunks, end = output.read(offset)
+    return {"chunks": chunks, "offset": end, "running": output.running}
 
 
 class _Stream:
@@ -152,10 +183,12 @@ def install() -> None:
 class capturing:
     """``with capturing(level, limit) as out:`` around one call."""
 
-    def __init__(self, log_level: int | None, limit: int = DEFAULT_LIMIT, tee_all: bool = True):
+    def __init__(self, log_level: int | None, limit: int = DEFAULT_LIMIT, tee_all: bool = True,
+                 stream_id: str | None = None):
         install()
         self.output = CallOutput(limit, tee_all)
         self.log_level = log_level
+        self.stream_id = stream_id
 
     def __enter__(self) -> CallOutput:
         if self.log_level is not None:
@@ -163,8 +196,15 @@ class capturing:
             if root.level > self.log_level:
                 root.setLevel(self.log_level)   # records below the root's level never reach a handler
         self._tokens = (_current.set(self.output), _levels.set(self.log_level))
+        if self.stream_id:
+            with _streams_lock:
+                _streams[self.stream_id] = self.output
         return self.output
 
     def __exit__(self, *exc):
         _current.reset(self._tokens[0])
         _levels.reset(self._tokens[1])
+        self.output.running = False
+        if self.stream_id:
+            with _streams_lock:
+                _streams.pop(self.stream_id, None)

@@ -40,6 +40,8 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
     log_level = options.get("log_level")
     limit = int(options.get("output_limit") or capture.DEFAULT_LIMIT)
     tee_all = options.get("tee", True)
+    # a single call may be read while it runs (streaming), by the id the client sent
+    stream_id = options.get("stream_id") if len(calls) == 1 else None
     outcomes = []
     clock = time.perf_counter
     for args, kwargs in calls:
@@ -48,7 +50,7 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
         t0 = clock()
         try:
             if capture_on:
-                with capture.capturing(log_level, limit, tee_all) as output:
+                with capture.capturing(log_level, limit, tee_all, stream_id) as output:
                     value = fn(*args, **kwargs)
             else:
                 value = fn(*args, **kwargs)

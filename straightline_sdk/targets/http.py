@@ -116,6 +116,14 @@ class WorkerClient:
     def get_json(self, path: str, timeout: float = 5.0, authorize: bool = True):
         return self.request("GET", path, timeout=timeout, authorize=authorize)
 
+    def read_output(self, stream_id: str, offset: int) -> dict | None:
+        """A running call's output so far (the worker's GET /output); None if unreadable."""
+        try:
+            response = self.get_json(f"/output?id={stream_id}&offset={int(offset)}", timeout=5.0)
+        except Exception:
+            return None
+        return response.json() if response.status == 200 else None
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []

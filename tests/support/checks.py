@@ -77,3 +77,32 @@ def assert_all(h, kind: str, capsys) -> None:
     assert "out 21 one" in h.logs(kind, tail=500)
     h.undeploy()
     assert "out 21 one" in h.logs(kind, tail=500)   # kept for the process's lifetime
+
+
+def assert_output_streams_while_the_call_runs(h, kind: str, capsys, flag_path, release=None) -> None:
+    """The call prints, then waits until this test has seen that line: it is
+    released (``release()``, by default: create ``flag_path`` here) only if its
+    output reached here while it ran."""
+    import threading
+    from tests.conftest import wait_until
+    capsys.readouterr()
+    seen: list[str] = []
+    result: list = []
+    call = threading.Thread(target=lambda: result.append(h(str(flag_path))))
+    call.start()
+
+    def line_arrived():
+        seen.append(capsys.readouterr().out)
+        return f"[{kind}] started, waiting to be released\n" in "".join(seen)
+
+    arrived = wait_until(line_arrived, timeout=45.0, interval=0.1)
+    if arrived:
+        (release or (lambda: open(flag_path, "w").close()))()
+    call.join(90)
+    seen.append(capsys.readouterr().out)
+    text = "".join(seen)
+    assert arrived, text
+    assert result == [True]
+    # each line printed once: the streamed part is not printed again at the end
+    assert text.count("started, waiting to be released") == 1, text
+    assert text.endswith(f"[{kind}] released\n"), text

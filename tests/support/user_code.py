@@ -58,3 +58,18 @@ def scenario(what, arg):
     """One deployment for every check on targets that are slow to deploy."""
     return {"chatty": chatty, "normalise": normalise, "chained": checked_mean,
             "far": far_side_only_error}[what](arg)
+
+
+def waits_for_release(flag_path, timeout_s=60.0):
+    """Prints, then waits until the caller, having seen that line while the call
+    runs, creates ``flag_path``. Returns whether it was released."""
+    import os
+    import time
+    print("started, waiting to be released", flush=True)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if os.path.exists(flag_path):
+            print("released")
+            return True
+        time.sleep(0.05)
+    return False
