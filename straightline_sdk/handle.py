@@ -106,7 +106,7 @@ class Deployment:
                 return result
         outcomes, decision = self._send([(args, kwargs)], 1)
         ok, value, meta = call_output.split(outcomes[0])
-        call_output.show(meta, decision.target)
+        call_output.show(meta, decision.target, locate=self._locate_code)
         if ok:
             return value
         raise self._rebuild(value, decision.target)
@@ -169,7 +169,8 @@ class Deployment:
                     else:
                         for j, outcome in enumerate(outcomes):
                             ok, value, meta = call_output.split(outcome)
-                            call_output.show(meta, decision.target, index=i + j)
+                            call_output.show(meta, decision.target, index=i + j,
+                                             locate=self._locate_code)
                             if ok:
                                 results[i + j] = value
                             else:
@@ -439,7 +440,8 @@ class Deployment:
             try:
                 target = self._targets.get(kind) or self._deploy(kind)
                 cold = target.cold
-                watch = call_output.streams.watch(target, stream_id, kind) if stream_id else None
+                watch = call_output.streams.watch(target, stream_id, kind, self._locate_code) \
+                    if stream_id else None
                 t0 = time.perf_counter()
                 try:
                     body = (target.invoke_chunk if chunk else target.invoke)(
@@ -489,11 +491,18 @@ class Deployment:
             self._last_decision = decision
             return outcomes, decision
 
-    def _rebuild(self, info: dict, target: str) -> BaseException:
+    def _code_index(self) -> CodeIndex:
+        """Where the code shipped by value came from (built at first need)."""
         if self._code_locations is None:
             self._code_locations = CodeIndex.build(self.fn, self.spec.package.local_modules,
                                                    by_name=code_locations(self.fn))
-        return rebuild_exception(info, target, self._code_locations)
+        return self._code_locations
+
+    def _locate_code(self, filename: str, lineno: int, name: str, code: tuple) -> str:
+        return self._code_index().locate(filename, lineno, name, code)
+
+    def _rebuild(self, info: dict, target: str) -> BaseException:
+        return rebuild_exception(info, target, self._code_index())
 
     def _may_retry(self, exc: TargetFailure) -> bool:
         return not exc.may_have_run or self.idempotent

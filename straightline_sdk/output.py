@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import logging
+import re
 import secrets
 import sys
 import threading
@@ -94,9 +95,24 @@ def _skip(chunks, count: int) -> list:
     return out
 
 
-def show(meta: dict, where: str, index: int | None = None, out=None, err=None) -> None:
+_SHIPPED_CODE = re.compile(r"<dynamic-code:([^:>]+):(\d+)>:(\d+):")
+
+
+def _name_files(text: str, locate) -> str:
+    """``<dynamic-code:f:3>:5:`` (a warning from code shipped by value) becomes
+    ``/home/me/features.py:5:`` where ``locate`` knows the code's file."""
+    def real(match):
+        qualname, first, lineno = match.group(1), int(match.group(2)), int(match.group(3))
+        path = locate("<dynamic-code>", lineno, qualname.rpartition(".")[2], (qualname, first))
+        return f"{path}:{lineno}:"
+    return _SHIPPED_CODE.sub(real, text)
+
+
+def show(meta: dict, where: str, index: int | None = None, out=None, err=None,
+         locate=None) -> None:
     """Print one call's captured output, in order, each line tagged (what was
-    already printed while the call ran, ``meta["streamed"]``, is skipped)."""
+    already printed while the call ran, ``meta["streamed"]``, is skipped).
+    ``locate`` (remote.CodeIndex.locate) names the files of shipped code."""
     chunks = meta.get("output")
     if chunks and meta.get("streamed"):
         chunks = _skip(chunks, meta["streamed"])
@@ -111,6 +127,8 @@ def show(meta: dict, where: str, index: int | None = None, out=None, err=None) -
             stream = streams.get(stream_name, streams["out"])
             if last is not None and last is not stream:
                 last.flush()
+            if locate is not None and "<dynamic-code:" in text:
+                text = _name_files(text, locate)
             stream.write(_tagged(text, tag))
             last = stream
         if truncated:
@@ -138,9 +156,11 @@ def _tagged(text: str, tag: str) -> str:
 # -- streaming: a long call's output while it runs --------------------------------------
 
 class _Watch:
-    __slots__ = ("target", "stream_id", "where", "due", "printed", "stopped", "lock", "context")
+    __slots__ = ("target", "stream_id", "where", "due", "printed", "stopped", "lock", "context",
+                 "locate")
 
-    def __init__(self, target, stream_id: str, where: str):
+    def __init__(self, target, stream_id: str, where: str, locate=None):
+        self.locate = locate
         self.target = target
         self.stream_id = stream_id
         self.where = where
@@ -162,8 +182,8 @@ class StreamWatcher:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
-    def watch(self, target, stream_id: str, where: str) -> _Watch:
-        w = _Watch(target, stream_id, where)
+    def watch(self, target, stream_id: str, where: str, locate=None) -> _Watch:
+        w = _Watch(target, stream_id, where, locate)
         with self._cond:
             self._watches.append(w)
             if self._thread is None:
@@ -222,7 +242,7 @@ class StreamWatcher:
                     break
                 kept.append((stream, part[:cut - seen]))
                 seen += len(part)
-            w.context.run(show, {"output": kept}, w.where)
+            w.context.run(show, {"output": kept}, w.where, locate=w.locate)
             w.printed += cut
 
 

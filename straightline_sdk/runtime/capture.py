@@ -22,6 +22,7 @@ import contextvars
 import logging
 import sys
 import threading
+import warnings
 
 #: bytes of output kept per call; the rest reaches only the target's log
 DEFAULT_LIMIT = 1024 * 1024
@@ -159,6 +160,25 @@ _levels: contextvars.ContextVar["int | None"] = contextvars.ContextVar(
 _handler: _RecordHandler | None = None
 
 
+DYNAMIC_CODE = "<dynamic-code>"   # the file name cloudpickle gives code shipped by value
+_plain_formatwarning = warnings.formatwarning
+
+
+def _formatwarning(message, category, filename, lineno, line=None):
+    """A warning from code shipped by value names its code (qualified name, first
+    line) instead of "<dynamic-code>", so the client can name the real file."""
+    if filename == DYNAMIC_CODE and _current.get() is not None:
+        frame = sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            if code.co_filename == DYNAMIC_CODE and frame.f_lineno == lineno:
+                filename = (f"<dynamic-code:{getattr(code, 'co_qualname', code.co_name)}:"
+                            f"{code.co_firstlineno}>")
+                break
+            frame = frame.f_back
+    return _plain_formatwarning(message, category, filename, lineno, line)
+
+
 def _other_root_handlers() -> bool:
     return any(h is not _handler for h in logging.getLogger().handlers)
 
@@ -178,6 +198,8 @@ def install() -> None:
         if _handler is None:
             _handler = _RecordHandler()
             logging.getLogger().addHandler(_handler)
+            if warnings.formatwarning is _plain_formatwarning:   # not the user's own
+                warnings.formatwarning = _formatwarning
 
 
 class capturing:

@@ -27,7 +27,8 @@ def assert_output_comes_home(h, kind: str, capsys) -> None:
     assert out.splitlines() == [f"[{kind}] out 21 one", f"[{kind}] out 21 two"], out
     err_lines = err.splitlines()
     assert err_lines[0] == f"[{kind}] err 21", err
-    assert any(line.startswith(f"[{kind}] ") and "UserWarning: warned 21" in line for line in err_lines), err
+    # the warning names the file of the code that warned, not "<dynamic-code>"
+    assert f"[{kind}] {user_code.__file__}:" in err and "UserWarning: warned 21" in err, err
     assert f"[{kind}] INFO:user.chatty: info 21" in err_lines, err
     assert "debug 21" not in err
 
