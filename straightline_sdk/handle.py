@@ -169,8 +169,10 @@ class Deployment:
                     else:
                         for j, outcome in enumerate(outcomes):
                             ok, value, meta = call_output.split(outcome)
-                            call_output.show(meta, decision.target, index=i + j,
-                                             locate=self._locate_code)
+                            if meta.get("output") or meta.get("truncated"):
+                                with bar.printing():   # a terminal bar steps aside for the lines
+                                    call_output.show(meta, decision.target, index=i + j,
+                                                     locate=self._locate_code)
                             if ok:
                                 results[i + j] = value
                             else:
@@ -480,7 +482,8 @@ class Deployment:
             for outcome in outcomes:
                 ok, value, meta = call_output.split(outcome)
                 function_s += meta.get("function_s", 0.0)
-                self._output_log.add(kind, meta)
+                if kind in _KEEPS_OUTPUT_HERE:
+                    self._output_log.add(kind, meta)
                 if not ok:
                     errors += 1
                     if not detail and isinstance(value, dict):

@@ -137,6 +137,15 @@ class Progress:
                     self._bar.set_postfix_str(f"{self.errors} failed", refresh=False)
                 self._bar.update(n)
 
+    def printing(self):
+        """A context in which lines may be printed while a terminal bar shows:
+        the bar is cleared first and redrawn after."""
+        if self._bar is not None and not self._notebook:
+            from tqdm.auto import tqdm
+            return tqdm.external_write_mode(file=self.stream)
+        import contextlib
+        return contextlib.nullcontext()
+
     # -- steps --------------------------------------------------------------------------
 
     def step(self, text: str) -> None:
