@@ -163,3 +163,32 @@ def test_an_old_runtimes_two_part_outcomes_still_work():
     assert output.split((True, 5)) == (True, 5, {})
     assert output.split((False, {"type": "X"}, {"function_s": 1.0}))[2] == {"function_s": 1.0}
     assert capture.DEFAULT_LIMIT == output.OUTPUT_LIMIT
+
+
+def test_the_ray_entry_points_stream_and_do_not_echo_what_they_capture(capsys, tmp_path):
+    """What a Ray actor runs, without a cluster: a running call's output is read
+    through the actor's output(); captured output is not echoed into the worker's
+    streams (Ray streams those to the driver, which would print it twice)."""
+    from straightline_sdk import output
+    from straightline_sdk.packaging import encode_request, package_function
+    from straightline_sdk.runtime import ray_entry, wire
+    from tests.conftest import wait_until
+
+    package = package_function(user_code.waits_for_release, "waits")
+    host = ray_entry.FunctionHost(package.content_hash, package.payload)
+    flag = tmp_path / "go"
+    options = output.request_options(True)
+    options["stream_id"] = stream_id = output.new_stream_id()
+    segments, _ = encode_request([((str(flag),), {})], options)
+    answer: list = []
+    call = threading.Thread(target=lambda: answer.append(host.run(b"".join(segments))))
+    call.start()
+    seen = wait_until(lambda: host.output(stream_id, 0)["chunks"], timeout=30)
+    flag.write_text("go")
+    call.join(60)
+    assert seen == [("out", "started, waiting to be released\n")]
+    [(ok, value, meta)] = wire.decode(answer[0])
+    assert ok and value is True
+    assert "".join(t for _, t in meta["output"]) == "started, waiting to be released\nreleased\n"
+    assert host.output(stream_id, 0) == {"chunks": [], "offset": 0, "running": False}
+    assert "released" not in capsys.readouterr().out
