@@ -179,26 +179,24 @@ class StreamWatcher:
 
     def __init__(self):
         self._watches: list[_Watch] = []
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def watch(self, target, stream_id: str, where: str, locate=None) -> _Watch:
         w = _Watch(target, stream_id, where, locate)
-        with self._cond:
-            self._watches.append(w)
+        with self._lock:
+            self._watches.append(w)   # no wake-up: the thread looks every STREAM_EVERY_S
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="straightline-output",
                                                 daemon=True)
                 self._thread.start()
-            elif len(self._watches) == 1:
-                self._cond.notify()
         return w
 
     def stop(self, w: _Watch) -> int:
         """Stop reading a call (it has returned); how many characters were printed."""
         with w.lock:       # a read in progress finishes printing first
             w.stopped = True
-        with self._cond:
+        with self._lock:
             try:
                 self._watches.remove(w)
             except ValueError:
@@ -207,15 +205,15 @@ class StreamWatcher:
 
     def _run(self) -> None:
         while True:
-            with self._cond:
+            with self._lock:
                 now = time.monotonic()
                 due = [w for w in self._watches if w.due <= now]
-                if not due:
-                    soonest = min((w.due for w in self._watches), default=None)
-                    self._cond.wait(None if soonest is None else soonest - now)
-                    continue
+                soonest = min((w.due for w in self._watches), default=now + STREAM_EVERY_S)
                 for w in due:
                     w.due = now + STREAM_EVERY_S
+            if not due:
+                time.sleep(min(STREAM_EVERY_S, max(0.01, soonest - now)))
+                continue
             for w in due:
                 try:
                     self._read(w)
