@@ -109,9 +109,11 @@ def decision_space_html(records: list, thresholds) -> str:
             continue
         parts.append(f"<rect data-region='{name}' x='{x:.1f}' y='{y:.1f}' width='{w:.1f}' "
                      f"height='{h:.1f}' fill='{color}' fill-opacity='0.08'/>")
-        if w > 60 and h > 14:
+        # the whole label where it fits, else its first word (about 5.5 px a character)
+        shown = label if w >= len(label) * 5.5 + 8 else label.split(" ")[0]
+        if w >= len(shown) * 5.5 + 8 and h > 14:
             parts.append(f"<text x='{x + 4:.1f}' y='{y + 12:.1f}' font-size='10' fill='{color}'>"
-                         f"{_esc(label)}</text>")
+                         f"<title>{_esc(label)}</title>{_esc(shown)}</text>")
     # axes: a tick per decade
     for e in range(int(x_lo), int(x_hi) + 1):
         x = px(10 ** e)
