@@ -27,7 +27,7 @@ _SECTION = "margin:6px 0 2px 0;font-weight:600"
 
 # plot geometry (px)
 _W, _H = 460, 250
-_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 12, 10, 34
+_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 24, 10, 34
 #: rates below this are drawn at it (a first call has no measured rate yet)
 _MIN_RATE = 0.01
 _MIN_SIZE = 16
