@@ -9,12 +9,14 @@ from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
 from .packaging import content_hash, package_function
 from .resources import Resources
+from .targets import deploy_options as validate_options
 
 
 def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | None = None,
            targets=None, requirements=None, resources: Resources | None = None,
            name: str | None = None, keep: bool = False, idempotent: bool = True,
-           prewarm: bool = False, calibrate: bool = False):
+           prewarm: bool = False, calibrate: bool = False, capture_output: bool = True,
+           options: dict | None = None):
     """Deploy ``fn`` where the StraightLine policy places it; returns its handle.
 
     sample       arguments of one representative call, ``(x,)`` or ``Sample(x, k=1)``:
@@ -31,6 +33,13 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
                  mid-call? (default True; False gives at-most-once delivery)
     prewarm      deploy every allowed target now instead of when first chosen.
     calibrate    measure the targets now and set F and D from the measurements.
+    options      target options for this deployment only, per kind, over configure()'s:
+                 ``{"docker": {"base_image": "python:3.11"}, "local": {"concurrency": 2}}``
+                 (flat, ``{"base_image": ...}``, when ``target=`` pins one kind). An
+                 unknown name is an error that suggests the closest valid one.
+    capture_output  bring what a call prints (stdout, stderr, warnings, log records
+                 at this process's root logger level) back and print it in the
+                 calling cell, tagged with where it ran (default True).
 
     Deploying again under the same name with the same content and options
     (re-running a notebook cell) returns the live deployment unchanged.
@@ -39,9 +48,11 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         return functools.partial(deploy, sample=sample, rate=rate, target=target, targets=targets,
                                  requirements=requirements, resources=resources, name=name,
                                  keep=keep, idempotent=idempotent, prewarm=prewarm,
-                                 calibrate=calibrate)
+                                 calibrate=calibrate, capture_output=capture_output,
+                                 options=options)
     if not callable(fn):
         raise TypeError(f"deploy() takes a function, not a {type(fn).__qualname__}")
+    options = validate_options(options, target)
     name = name or getattr(fn, "__qualname__", None) or repr(fn)
     resources = resources or Resources()
     sample = Sample.of(sample) if sample is not None else None
@@ -54,7 +65,8 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         package = dataclasses.replace(package, module_names=package.module_names | arg_modules)
     key = content_hash(package.content_hash, repr(resources), repr(sorted(requirements or ())),
                        repr(target), repr(tuple(targets) if targets else None), repr(keep),
-                       repr(idempotent))
+                       repr(idempotent), repr(capture_output), repr(sorted(
+                           (kind, sorted(opts.items(), key=repr)) for kind, opts in options.items())))
     existing = live(name)
     if existing is not None:
         if existing.deploy_key == key and all(t.health()[0] for t in existing.deployed_targets.values()):
@@ -62,7 +74,8 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         existing.undeploy()
     dep = Deployment(fn, package, rate=rate, target=target, targets=targets,
                      requirements=requirements, resources=resources, keep=keep,
-                     idempotent=idempotent, deploy_key=key)
+                     idempotent=idempotent, deploy_key=key, capture_output=capture_output,
+                     options=options)
     functools.update_wrapper(dep, fn, updated=())
     register(dep)
     try:

@@ -1,7 +1,7 @@
 """The SDK's exceptions: one small hierarchy under StraightLineError.
 
 A function that raises on the far side is re-raised as its own exception type
-(see ``runtime.wire.rebuild_exception``); RemoteError is used only when that type
+(see ``remote.rebuild_exception``); RemoteError is used only when that type
 cannot be rebuilt here.
 """
 
@@ -60,8 +60,15 @@ class CallTimeout(StraightLineError, TimeoutError):
 class RemoteError(StraightLineError):
     """The remote function raised an exception whose type cannot be rebuilt here."""
 
-    def __init__(self, type_name: str, message: str, remote_traceback: str = ""):
-        super().__init__(f"{type_name}: {message}")
+    def __init__(self, type_name: str, message: str, remote_traceback: str = "",
+                 attributes: dict | None = None):
+        shown = ", ".join(f"{k}={v}" for k, v in (attributes or {}).items())
+        super().__init__(f"{type_name}: {message}" + (f" ({shown})" if shown else "")
+                         + f"\n  ({type_name} could not be rebuilt in this process, e.g. its "
+                           f"module exists only on the target; catch RemoteError, or make the "
+                           f"module importable here to catch the type itself)")
         self.type_name = type_name
         self.remote_message = message
         self.remote_traceback = remote_traceback
+        #: the exception's attributes on the far side, as reprs
+        self.attributes = dict(attributes or {})

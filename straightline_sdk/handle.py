@@ -18,10 +18,11 @@ from .errors import PlacementError
 from .packaging import FunctionPackage
 from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
 from .profile import Profile, profile_call
+from . import output as call_output
 from .progress import Progress
-from .protocol import code_locations, rebuild_exception
+from .protocol import CodeIndex, code_locations, rebuild_exception
 from .resources import Resources
-from .router import DOWN_FOR_S, Router  # noqa: F401  (DOWN_FOR_S: where it used to live)
+from .router import DOWN_FOR_S, KEEPS_OUTPUT_HERE, Router  # noqa: F401  (DOWN_FOR_S: where it used to live)
 from .targets.base import DeploySpec, Target, note_gone, note_live
 from .telemetry import Telemetry
 
@@ -54,7 +55,7 @@ class Deployment:
 
     def __init__(self, fn, package: FunctionPackage, *, rate: float | None, target: str | None,
                  targets, requirements, resources: Resources, keep: bool, idempotent: bool,
-                 deploy_key: str):
+                 deploy_key: str, capture_output: bool = True, options: dict | None = None):
         self.fn = fn
         self.name = package.name
         self.deploy_key = deploy_key
@@ -70,7 +71,9 @@ class Deployment:
         self.router = Router(self.name, self.spec, allowed, pinned=target, idempotent=idempotent,
                              rate=RateEstimator(window=settings().rate_window_s,
                                                 prior=self.declared_rate),
-                             telemetry=self.telemetry, features=self._static_features())
+                             telemetry=self.telemetry, features=self._static_features(),
+                             capture_output=capture_output, options=options,
+                             locate_code=self._locate_code)
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._code_locations: dict | None = None   # built at the first remote error
@@ -84,7 +87,8 @@ class Deployment:
             if result is not _NOT_PROFILED:
                 return result
         outcomes, decision = self.router.send([(args, kwargs)], 1)
-        ok, value = outcomes[0]
+        ok, value, meta = call_output.split(outcomes[0])
+        call_output.show(meta, decision.target, locate=self._locate_code)
         if ok:
             return value
         raise self._rebuild(value, decision.target)
@@ -145,7 +149,12 @@ class Deployment:
                             results[i + j] = exc
                             failed.append((i + j, exc))
                     else:
-                        for j, (ok, value) in enumerate(outcomes):
+                        for j, outcome in enumerate(outcomes):
+                            ok, value, meta = call_output.split(outcome)
+                            if meta.get("output") or meta.get("truncated"):
+                                with bar.printing():   # a terminal bar steps aside for the lines
+                                    call_output.show(meta, decision.target, index=i + j,
+                                                     locate=self._locate_code)
                             if ok:
                                 results[i + j] = value
                             else:
@@ -218,6 +227,16 @@ class Deployment:
     def idempotent(self) -> bool:
         return self.router.idempotent
 
+    @property
+    def capture_output(self) -> bool:
+        """Whether a call's prints, warnings and log records come back to this cell."""
+        return self.router.capture_output
+
+    @property
+    def options(self) -> dict[str, dict]:
+        """This deployment's own target options (deploy(options=)), per kind."""
+        return {kind: dict(opts) for kind, opts in self.router.options.items()}
+
     def stats(self) -> dict[str, dict]:
         """Per target: requests, calls, errors, failures, bytes, p50/p95 latency (ms)."""
         return self.telemetry.stats()
@@ -255,12 +274,22 @@ class Deployment:
         display(self.panel)
 
     def logs(self, target: str | None = None, tail: int = 100) -> str:
-        """The output of the function's target (the last-used one by default)."""
-        deployed = self.router.deployed
-        last = self.router.last_decision
-        kind = target or (last.target if last else None) or next(iter(deployed), None)
-        t = deployed.get(kind) if kind else None
-        return t.logs(tail) if t is not None else ""
+        """The output of the function's target (the last-used one by default).
+        After undeploy, each target's last log is kept for this process's lifetime."""
+        router = self.router
+        deployed = router.deployed
+        last = router.last_decision
+        kind = target or (last.target if last else None) or next(iter(deployed), None) \
+            or next(iter(router.final_logs), None)
+        if not kind:
+            return ""
+        t = deployed.get(kind)
+        text = t.logs(tail) if t is not None else router.final_logs.get(kind, "")
+        if kind in KEEPS_OUTPUT_HERE:
+            kept = router.output_log.tail(kind, tail)
+            text = "\n".join(part for part in (text, kept) if part)
+            text = "\n".join(text.splitlines()[-tail:])
+        return text
 
     def undeploy(self) -> None:
         """Tear down every target this deployment started. Idempotent."""
@@ -270,6 +299,7 @@ class Deployment:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
         for kind, target in deployed.items():
+            self.router.keep_final_log(kind, target)
             try:
                 target.teardown()
             except Exception as exc:  # teardown of one target must not stop the others'
@@ -330,10 +360,18 @@ class Deployment:
         """The placement Plan in force (the policy prepared for this deployment)."""
         return self.router.plan()
 
-    def _rebuild(self, info: dict, target: str) -> BaseException:
+    def _code_index(self) -> CodeIndex:
+        """Where the code shipped by value came from (built at first need)."""
         if self._code_locations is None:
-            self._code_locations = code_locations(self.fn)
-        return rebuild_exception(info, target, self._code_locations)
+            self._code_locations = CodeIndex.build(self.fn, self.spec.package.local_modules,
+                                                   by_name=code_locations(self.fn))
+        return self._code_locations
+
+    def _locate_code(self, filename: str, lineno: int, name: str, code: tuple) -> str:
+        return self._code_index().locate(filename, lineno, name, code)
+
+    def _rebuild(self, info: dict, target: str) -> BaseException:
+        return rebuild_exception(info, target, self._code_index())
 
     def deploy_target(self, kind: str) -> Target:
         """Deploy ``kind`` now if it is not yet; returns the deployed target."""

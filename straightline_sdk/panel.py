@@ -27,6 +27,7 @@ import time
 
 import ipywidgets as widgets
 
+from . import panel_parts
 from .errors import PlacementError
 from .placement import human_bytes, human_rate
 
@@ -75,6 +76,9 @@ class Panel:
         self.targets = widgets.HTML()
         self.thresholds = widgets.HTML()
         self.chart = widgets.HTML()
+        self.shares = widgets.HTML()
+        self.decision_space = widgets.HTML()
+        self.failed_calls = widgets.HTML()
         self.last_calls = widgets.HTML()
         self.status = widgets.HTML()
         self.whatif = widgets.HTML()      # the latest straightline.whatif(h, ...), when one was run
@@ -89,8 +93,9 @@ class Panel:
         controls = widgets.HBox([self.pin, self.undeploy_button, self.status],
                                 layout=widgets.Layout(align_items="center"))
         self.widget = widgets.VBox(
-            [self.title, self.placement, self.targets, self.thresholds, self.chart,
-             self.last_calls, self.whatif, controls],
+            [self.title, self.shares, self.placement, self.targets, self.thresholds,
+             self.decision_space, self.chart, self.failed_calls, self.last_calls, self.whatif,
+             controls],
             layout=widgets.Layout(border="1px solid #d0d0d0", padding="6px 10px", max_width="900px"))
         self.widget.add_class("straightline-panel")
 
@@ -216,6 +221,9 @@ class Panel:
             self.targets: self._targets_html(overview, stats, closed),
             self.thresholds: self._thresholds_html(),
             self.chart: self._chart_html(records),
+            self.shares: panel_parts.shares_html(stats),
+            self.decision_space: panel_parts.decision_space_html(records, dep.thresholds),
+            self.failed_calls: panel_parts.failed_calls_html(records),
             self.last_calls: self._last_calls_html(records[-LAST_CALLS_SHOWN:]),
         }
         token = dep.spec.token
@@ -253,11 +261,11 @@ class Panel:
         try:
             decision = self.dep.placement
         except PlacementError as exc:  # e.g. pinned to a target that is down
-            return (f"<div data-part='placement'><div style='{_SECTION}'>Runs now on: "
+            return (f"<div data-part='placement'><div style='{_SECTION}'>Latest placement: "
                     f"<span data-field='target' style='color:#c62828'>no target</span></div>"
                     f"<ul data-field='reasons' style='margin:0 0 0 1.2em;padding:0'>"
                     f"<li>{_esc(exc)}</li></ul></div>")
-        head = "Last placement" if closed else "Runs now on"
+        head = "Last placement" if closed else "Latest placement"
         reasons = "".join(f"<li>{_esc(r)}</li>" for r in decision.reasons)
         fell = " <span style='color:#c62828'>(fell back)</span>" if decision.fell_back else ""
         return (f"<div data-part='placement'><div style='{_SECTION}'>{head}: "
@@ -308,11 +316,8 @@ class Panel:
 
     @staticmethod
     def _describe(info: dict) -> str:
-        skip = {"state", "reason", "in_flight", "concurrency"}
-        parts = [f"{k} {v}" for k, v in info.items()
-                 if k not in skip and v not in (None, "")
-                 and not any(word in k.lower() for word in _SECRET_WORDS)]
-        return ", ".join(parts)
+        return panel_parts.human_details(info, skip={"state", "reason", "in_flight", "concurrency"},
+                                         secret_words=_SECRET_WORDS)
 
     def _thresholds_html(self) -> str:
         th = self.dep.thresholds
@@ -364,12 +369,23 @@ class Panel:
         return (f"<div data-part='chart'><div style='{_SECTION}'>Where recent calls went</div>{svg}"
                 f"<div data-field='legend' style='font-size:0.9em'>{legend or 'no calls yet'}</div></div>")
 
+    @staticmethod
+    def _breakdown_cells(r) -> list:
+        """Where a request's time went (see panel_parts.time_breakdown)."""
+        if r.outcome == "failed":
+            return [(name, "–", _NUM) for name in ("function", "queued", "transport")]
+        parts = panel_parts.time_breakdown(r)
+        return [("function", _ms(parts["function_s"] * 1000), _NUM),
+                ("queued", _ms(parts["queue_s"] * 1000), _NUM),
+                ("transport", _ms(parts["transport_s"] * 1000), _NUM)]
+
     def _last_calls_html(self, records: list) -> str:
         if not records:
             return (f"<div data-part='last-calls'><div style='{_SECTION}'>Last calls</div>"
                     f"<span style='{_MUTED}'>none yet</span></div>")
         head = "".join(f"<th style='{_CELL if i < 2 else _NUM}'>{h}</th>" for i, h in enumerate(
-            ("time", "target", "items", "size", "latency", "outcome")))
+            ("time", "target", "items", "size", "latency", "in function", "queued", "transport",
+             "outcome")))
         rows = []
         for r in reversed(records):
             outcome = r.outcome + (" (cold)" if r.cold else "") + (" (fell back)" if r.fell_back else "")
@@ -381,6 +397,7 @@ class Panel:
                 ("items", str(r.items), _NUM),
                 ("size", human_bytes(r.request_bytes), _NUM),
                 ("latency", _ms(r.latency_s * 1000) if r.outcome != "failed" else "–", _NUM),
+                *self._breakdown_cells(r),
                 ("outcome", f"<span style='color:{color}'{title}>{_esc(outcome)}</span>", _NUM),
             ]
             rows.append("<tr data-call>" + "".join(

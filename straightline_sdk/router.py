@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import replace
 
+from . import output as call_output
 from . import targets as target_registry
 from .config import settings
 from .errors import PlacementError, StraightLineError, TargetFailure, TargetUnavailable
@@ -31,6 +32,11 @@ log = logging.getLogger("straightline")
 
 #: a target that failed is left alone this long before it may be chosen again
 DOWN_FOR_S = 10.0
+#: lines of a target's log kept when it is torn down (h.logs() after undeploy)
+FINAL_LOG_LINES = 500
+#: targets whose runtime does not echo captured output into their own log (Ray
+#: streams its workers' output to the driver: echoing would print it twice)
+KEEPS_OUTPUT_HERE = ("ray",)
 
 
 class Router:
@@ -38,7 +44,8 @@ class Router:
 
     def __init__(self, name: str, spec: DeploySpec, allowed: tuple[str, ...], *,
                  pinned: str | None, idempotent: bool, rate: RateEstimator,
-                 telemetry: Telemetry, features: Features):
+                 telemetry: Telemetry, features: Features, capture_output: bool = True,
+                 options: dict | None = None, locate_code=None):
         self.name = name
         self.spec = spec
         self.allowed = allowed
@@ -56,6 +63,12 @@ class Router:
         self._cond = threading.Condition()
         self._deploy_lock = threading.RLock()
         self._closed = False
+        self.capture_output = capture_output
+        #: per kind, this deployment's options over configure()'s (deploy(options=))
+        self.options = {kind: dict(opts) for kind, opts in (options or {}).items()}
+        self._locate_code = locate_code        # names the files of code shipped by value
+        self.output_log = call_output.OutputLog()   # captured output kept here (Ray's h.logs())
+        self.final_logs: dict[str, str] = {}   # each target's log, kept at its teardown
 
     # -- what the handle (and calibration, the panel) read and set -------------------
 
@@ -146,7 +159,7 @@ class Router:
             if cls is None:
                 raise TargetUnavailable(f"the {kind} target is not available in this version",
                                         target=kind)
-            spec = replace(self.spec, options=settings().target_options(kind))
+            spec = replace(self.spec, options=self.target_options(kind))
             with Progress(f"deploying {self.name} to {kind}") as progress:
                 target = cls(spec, progress=progress)
                 target.deploy()
@@ -186,6 +199,19 @@ class Router:
             deployed, self._targets = dict(self._targets), {}
         return deployed
 
+    def target_options(self, kind: str):
+        """``kind``'s typed options for this deployment: configure()'s, then deploy(options=)'s."""
+        configured = settings().target_options(kind)
+        overrides = self.options.get(kind)
+        return configured.replace(**overrides) if overrides else configured
+
+    def keep_final_log(self, kind: str, target: Target) -> None:
+        """Keep ``target``'s log before it is torn down (h.logs() after undeploy)."""
+        try:
+            self.final_logs[kind] = target.logs(FINAL_LOG_LINES)
+        except Exception as exc:  # a log that cannot be read must not stop the teardown
+            log.debug("%s: the %s target's log could not be read: %s", self.name, kind, exc)
+
     def check_open(self) -> None:
         if self._closed:
             raise StraightLineError(f"deployment {self.name!r} was undeployed; decorate the "
@@ -196,7 +222,11 @@ class Router:
     def send(self, calls: list, n: int, chunk: bool = False):
         """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision)."""
         self.check_open()
-        segments, total = encode_request(calls)
+        options = call_output.request_options(self.capture_output)
+        stream_id = None
+        if options is not None and n == 1:   # a long single call streams its output
+            stream_id = options["stream_id"] = call_output.new_stream_id()
+        segments, total = encode_request(calls, options)
         size = total // n
         rate = self.rate.observe(count=n)
         thresholds = self.thresholds
@@ -206,6 +236,7 @@ class Router:
         avoid: tuple = ()
         last_failure: TargetFailure | None = None
         rerun: tuple | None = None   # (target, why) of an attempt that may have run
+        queue_s = 0.0
         while True:
             with self._cond:
                 try:
@@ -216,8 +247,10 @@ class Router:
                     raise
                 state = plan.states[decision.target]
                 if decision.queued:
+                    queued_since = time.perf_counter()
                     while state.concurrency is not None and state.in_flight >= state.concurrency:
                         self._cond.wait()
+                    queue_s += time.perf_counter() - queued_since
                 state.in_flight += 1
             kind = decision.target
             if rerun is not None:   # said only once there is a target to run it again on
@@ -226,15 +259,21 @@ class Router:
                 rerun = None
             try:
                 target = self._targets.get(kind) or self.ensure_deployed(kind)
+                watch = call_output.streams.watch(target, stream_id, kind, self._locate_code) \
+                    if stream_id else None
                 t0 = time.perf_counter()
-                reply = (target.invoke_chunk if chunk else target.invoke)(
-                    segments, total, self.spec.resources.timeout_s)
+                try:
+                    reply = (target.invoke_chunk if chunk else target.invoke)(
+                        segments, total, self.spec.resources.timeout_s)
+                finally:
+                    streamed = call_output.streams.stop(watch) if watch is not None else 0
                 latency = time.perf_counter() - t0
             except TargetFailure as exc:
                 last_failure = exc
                 self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
                                       items=n, request_bytes=total, outcome="failed",
-                                      detail=str(exc).splitlines()[0][:200])
+                                      detail=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+                                      queue_s=queue_s, rate=rate)
                 self._after_failure(kind, exc)
                 if not self._may_retry(exc):
                     raise
@@ -253,14 +292,23 @@ class Router:
                     self._cond.notify()
             body = reply.body
             outcomes = decode_response(body)
-            errors = 0
-            for ok, _ in outcomes:
+            errors, function_s, detail = 0, 0.0, ""
+            if streamed and len(outcomes[0]) > 2 and outcomes[0][2] is not None:
+                outcomes[0][2]["streamed"] = streamed   # printed while it ran
+            for outcome in outcomes:
+                ok, value, meta = call_output.split(outcome)
+                function_s += meta.get("function_s", 0.0)
+                if kind in KEEPS_OUTPUT_HERE:
+                    self.output_log.add(kind, meta)
                 if not ok:
                     errors += 1
+                    if not detail and isinstance(value, dict):
+                        detail = f"{value.get('type', 'Exception')}: {value.get('message', '')}"[:300]
             self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
                                   items=n, request_bytes=total, response_bytes=len(body),
                                   latency_s=latency, cold=reply.cold,
-                                  outcome="error" if errors else "ok")
+                                  outcome="error" if errors else "ok", detail=detail,
+                                  function_s=function_s, queue_s=queue_s, rate=rate)
             self.last_decision = decision
             return outcomes, decision
 
@@ -282,6 +330,7 @@ class Router:
         with self._deploy_lock:
             if self._targets.get(kind) is target:
                 del self._targets[kind]
+        self.keep_final_log(kind, target)
         try:
             target.teardown()
         except Exception as teardown_exc:
@@ -292,7 +341,7 @@ class Router:
     def _refresh_states(self) -> dict[str, TargetState]:
         states = {}
         for kind in self.allowed:
-            pr = target_registry.probe(kind, settings().target_options(kind))
+            pr = target_registry.probe(kind, self.target_options(kind))
             old = self._states.get(kind)
             reason = pr.reason + (f" ({pr.hint})" if pr.hint else "")
             deployed = self._targets.get(kind)

@@ -26,9 +26,14 @@ class CallRecord:
     cold: bool
     outcome: str             # "ok", "error" (the function raised), "failed" (the target failed)
     detail: str = ""         # the error, briefly
+    function_s: float = 0.0  # time in the function, measured on the far side (all items)
+    queue_s: float = 0.0     # time waiting here for a free slot on the target
+    rate: float = 0.0        # f_t the decision saw (req/s)
 
 
-_COUNTERS = ("requests", "calls", "errors", "failures", "cold_starts", "bytes_sent", "bytes_received")
+# failed_calls: calls carried by requests the target failed (they ran elsewhere, or not at all)
+_COUNTERS = ("requests", "calls", "errors", "failures", "failed_calls", "cold_starts", "bytes_sent",
+             "bytes_received")
 
 
 class Telemetry:
@@ -40,10 +45,11 @@ class Telemetry:
 
     def record(self, target: str, *, branch: str, fell_back: bool = False, items: int = 1,
                request_bytes: int = 0, response_bytes: int = 0, latency_s: float = 0.0,
-               cold: bool = False, outcome: str = "ok", detail: str = "") -> CallRecord:
+               cold: bool = False, outcome: str = "ok", detail: str = "", function_s: float = 0.0,
+               queue_s: float = 0.0, rate: float = 0.0) -> CallRecord:
         """Record one request to ``target``; the fields are CallRecord's."""
         rec = CallRecord(time.time(), target, branch, fell_back, items, request_bytes,
-                         response_bytes, latency_s, cold, outcome, detail)
+                         response_bytes, latency_s, cold, outcome, detail, function_s, queue_s, rate)
         with self._lock:
             self.records.append(rec)
             t = self.totals.get(target)
@@ -57,6 +63,7 @@ class Telemetry:
                 t["errors"] += 1
             elif outcome == "failed":
                 t["failures"] += 1
+                t["failed_calls"] += items
             if cold:
                 t["cold_starts"] += 1
         for listener in self._listeners:

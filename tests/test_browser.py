@@ -1,7 +1,7 @@
 """The panel in a real browser: JupyterLab on 127.0.0.1, Debian's Chromium driven
 by playwright, the placement notebook run top to bottom, and the rendered panel
 checked for the targets and the call counts. The panel's screenshot is kept in
-test-artifacts/panel.png.
+test-artifacts/panel.png, its decision-space plot's in test-artifacts/decision-space.png.
 
 Chromium comes from scripts/setup-browser.sh (no browser can be downloaded here).
 """
@@ -157,6 +157,20 @@ def test_the_placement_notebook_shows_a_live_panel_with_targets_and_call_counts(
                 arg=EXPECTED_CALLS, timeout=30_000)
             panel.scroll_into_view_if_needed()
             panel.screenshot(path=os.path.join(ARTIFACTS, "panel.png"))
+            plot = panel.locator("[data-part='decision-space']")
+            page.wait_for_function(
+                "n => document.querySelectorAll(\"[data-part='decision-space'] [data-point]\").length >= n",
+                arg=min(EXPECTED_CALLS, 300), timeout=30_000)
+            plot.scroll_into_view_if_needed()
+            plot_png = os.path.join(ARTIFACTS, "decision-space.png")
+            plot.screenshot(path=plot_png)
+            print(f"decision-space screenshot: {plot_png}")
+            lines = plot.locator("[data-line]").evaluate_all("ls => ls.map(l => l.dataset.line)")
+            assert sorted(lines) == ["D", "F"]
+            assert plot.locator("[data-point][data-target='local']").count() > 0
+            assert plot.locator("svg").bounding_box()["width"] > 300   # drawn, not an empty box
+            shares = panel.locator("[data-part='shares'] [data-share='local']")
+            assert int(shares.get_attribute("data-share-calls")) >= 308
 
             rows = panel.locator("tr[data-target]")
             assert sorted(rows.evaluate_all("rs => rs.map(r => r.dataset.target)")) == ["docker", "local"]

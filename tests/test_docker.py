@@ -186,6 +186,36 @@ def test_notebook_function_with_model_runs_in_container_like_locally(engine):
     engine.images.get(target.image_tag)   # the image stays, for the next deploy
 
 
+@pytest.mark.docker
+def test_a_long_calls_output_streams_from_the_container_while_it_runs(engine, capsys):
+    from tests.support import checks, user_code
+    h = straightline.deploy(user_code.waits_for_release, target="docker")
+    flag = "/tmp/straightline-release"
+    container = _target(h).container
+    checks.assert_output_streams_while_the_call_runs(
+        h, "docker", capsys, flag, release=lambda: container.exec_run(["touch", flag]))
+
+
+@pytest.mark.docker
+def test_the_base_image_can_be_set_per_deployment(engine):
+    """docs/targets-docker.md: the base image per deployment (options=)."""
+    from straightline_sdk.errors import StraightLineError
+    absent = "straightline-test/no-such-base:0"
+
+    def seven():
+        return 7
+
+    with pytest.raises(StraightLineError, match="base image straightline-test/no-such-base:0 is not on the Docker engine"):
+        straightline.deploy(seven, target="docker", options={"docker": {"base_image": absent}},
+                            name="absent-base")
+
+
+@pytest.mark.docker
+def test_output_and_exceptions_come_back_from_docker(engine, capsys):
+    from tests.support import checks, user_code
+    checks.assert_all(straightline.deploy(user_code.scenario, target="docker"), "docker", capsys)
+
+
 _SCRIPT = textwrap.dedent("""
     import json, os, sys
     import numpy as np

@@ -223,6 +223,12 @@ def test_a_raising_function_reraises_here_with_its_remote_traceback(aws):
 
 
 @pytest.mark.aws
+def test_output_and_exceptions_come_back_from_lambda(aws, capsys):
+    from tests.support import checks, user_code
+    checks.assert_all(straightline.deploy(user_code.scenario, target="lambda"), "lambda", capsys)
+
+
+@pytest.mark.aws
 def test_a_call_over_the_time_limit_raises_call_timeout(aws):
     h = straightline.deploy(nap, target="lambda", resources=Resources(timeout_s=1))
     config = lambda_client().get_function(FunctionName=h.deployed_targets["lambda"].function_name)
@@ -460,7 +466,7 @@ def test_the_handler_runs_from_the_unpacked_zip_alone(tmp_path):
     assert out.returncode == 0, out.stderr
     first, second = json.loads(out.stdout)
     assert (first["cold"], second["cold"]) == (True, False)
-    (ok, value), (failed, info) = wire.decode(base64.b64decode(first["frame"]))
+    (ok, value, _), (failed, info, _) = wire.decode(base64.b64decode(first["frame"]))
     assert ok and value == 2.0
     assert not failed and info["type"] == "ZeroDivisionError"
 

@@ -55,19 +55,13 @@ def test_custom_exception_attributes_survive():
     assert err.value.code == 7
 
 
-def test_exception_that_cannot_travel_becomes_remote_error():
-    @straightline.deploy(sample=(0,))
-    def fail(x):
-        class Local(Exception):
-            def __reduce__(self):
-                raise TypeError("not today")
-        if x:
-            raise Local("inner detail")
-        return x
-
+def test_exception_that_cannot_be_rebuilt_becomes_remote_error():
+    """Its type exists only on the far side (tests/test_output.py has the rest)."""
+    from tests.support.user_code import far_side_only_error
+    h = straightline.deploy(far_side_only_error, target="local")
     with pytest.raises(RemoteError) as err:
-        fail(1)
-    assert err.value.type_name.endswith("Local") and "inner detail" in str(err.value)
+        h("inner detail")
+    assert err.value.type_name.endswith("FarError") and "inner detail" in str(err.value)
 
 
 # -- serialization errors -------------------------------------------------------------

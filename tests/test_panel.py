@@ -66,8 +66,8 @@ class _Fields(HTMLParser):
 def shown(panel) -> _Fields:
     """What the panel shows now, parsed from its widgets' values."""
     parser = _Fields()
-    for w in (panel.title, panel.placement, panel.targets, panel.thresholds, panel.chart,
-              panel.last_calls):
+    for w in (panel.title, panel.shares, panel.placement, panel.targets, panel.thresholds,
+              panel.decision_space, panel.chart, panel.failed_calls, panel.last_calls):
         parser.feed(w.value)
     return parser
 
@@ -135,6 +135,117 @@ def test_panel_shows_rows_counts_thresholds_and_last_calls_after_known_calls():
     assert all(c["items"] == "1" and c["latency"].endswith("ms") for c in view.calls)
     assert view.calls[0]["size"] == human_bytes(h.calls[-1].request_bytes)
     assert "not-allowed" in view.fields and "docker" in view.fields["not-allowed"]
+
+
+class _Plot(HTMLParser):
+    """The decision-space plot, the shares and the failed calls, parsed back."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: dict[str, float] = {}
+        self.points: list[dict] = []
+        self.regions: list[str] = []
+        self.shares: dict[str, tuple[int, float]] = {}
+        self.failed: list[dict] = []
+        self._field = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "data-line" in attrs:
+            self.lines[attrs["data-line"]] = float(attrs["data-value"])
+        if "data-point" in attrs:
+            self.points.append({"target": attrs["data-target"], "rate": float(attrs["data-rate"]),
+                                "size": float(attrs["data-size"]),
+                                "fell_back": attrs["data-fell-back"] == "1",
+                                "outcome": attrs["data-outcome"]})
+        if "data-region" in attrs:
+            self.regions.append(attrs["data-region"])
+        if "data-share" in attrs:
+            self.shares[attrs["data-share"]] = (int(attrs["data-share-calls"]),
+                                                float(attrs["data-percent"]))
+        if "data-failed" in attrs:
+            self.failed.append({"target": attrs["data-target"], "outcome": attrs["data-outcome"]})
+        if attrs.get("data-field") in ("error-type", "error-message") and self.failed:
+            self._field = attrs["data-field"]
+            self.failed[-1][self._field] = ""
+
+    def handle_endtag(self, tag):
+        self._field = None
+
+    def handle_data(self, data):
+        if self._field:
+            self.failed[-1][self._field] += data
+
+
+def plot_of(panel) -> _Plot:
+    parser = _Plot()
+    for w in (panel.shares, panel.decision_space, panel.failed_calls):
+        parser.feed(w.value)
+    return parser
+
+
+def test_the_decision_space_shows_f_and_d_each_call_and_the_failed_call():
+    h = deploy_square()
+    panel = panel_of(h)
+    for i in range(5):
+        h(i)
+    with pytest.raises(ValueError):
+        h(-1)
+    assert panel.wait_for(lambda: len(plot_of(panel).points) == 6, WAIT_S), panel.decision_space.value
+    plot = plot_of(panel)
+    assert plot.lines == {"F": 20.0, "D": 4 * 1024 * 1024}
+    assert set(plot.regions) == {"large", "moderate", "frequent-small"}
+    records = h.calls
+    assert [p["target"] for p in plot.points] == ["local"] * 6
+    assert [p["size"] for p in plot.points] == [float(max(16, r.request_bytes)) for r in records]
+    assert [p["rate"] for p in plot.points] == [pytest.approx(max(0.01, r.rate), rel=1e-5) for r in records]
+    assert [p["outcome"] for p in plot.points] == ["ok"] * 5 + ["error"]
+    assert plot.shares == {"local": (6, 100.0)}
+    assert plot.failed == [{"target": "local", "outcome": "error", "error-type": "ValueError",
+                            "error-message": "negative input -1"}]
+    # the per-call time breakdown: in the function (measured there), queued, transport
+    newest = shown(panel).calls[0]
+    assert all(newest[k].endswith("ms") for k in ("function", "queued", "transport"))
+    assert 0 < records[-1].function_s <= records[-1].latency_s
+
+
+def test_shares_count_every_call_and_fallbacks_are_marked():
+    """250 calls locally and 58 on Docker, the last one on Docker: the panel says
+    so, instead of only where the last call went."""
+    h = deploy_square()
+    panel = panel_of(h)
+    t = h.telemetry
+    for _ in range(25):   # as a map's chunks of 10
+        t.record("local", branch="moderate", items=10, request_bytes=400, response_bytes=400,
+                 latency_s=0.01, rate=5.0)
+    for _ in range(57):
+        t.record("docker", branch="large", request_bytes=8 << 20, response_bytes=100, latency_s=0.05,
+                 rate=1.0)
+    t.record("docker", branch="moderate", fell_back=True, request_bytes=1000, response_bytes=100,
+             latency_s=0.05, rate=50.0)
+    t.record("lambda", branch="frequent-small", request_bytes=1000, outcome="failed",
+             detail="TargetFailure: throttled", rate=50.0)
+    panel.refresh()
+    plot = plot_of(panel)
+    assert plot.shares["local"] == (250, pytest.approx(250 / 308 * 100, abs=0.05))
+    assert plot.shares["docker"] == (58, pytest.approx(58 / 308 * 100, abs=0.05))
+    assert [p for p in plot.points if p["fell_back"]] == [
+        {"target": "docker", "rate": 50.0, "size": 1000.0, "fell_back": True, "outcome": "ok"}]
+    assert plot.failed[0] == {"target": "lambda", "outcome": "failed", "error-type": "TargetFailure",
+                              "error-message": "throttled"}
+    assert "data-outcome='failed'" in panel.decision_space.value   # drawn as a cross
+
+
+def test_target_details_are_written_for_people():
+    from straightline_sdk.panel import Panel
+    text = Panel._describe({"image": "straightline/sq:abc", "reused_container": False,
+                            "built": ["straightline-deps:1f2e", "straightline/sq:abc"],
+                            "memory_mb": 3072, "timeout_s": 30, "concurrency": 4,
+                            "state": "warm", "token": "s3cret"})
+    assert text == ("image straightline/sq:abc, new container, built straightline-deps:1f2e, "
+                    "sq:abc, 3 GB memory, timeout 30 s")
+    assert "container reused" in Panel._describe({"reused_container": True})
+    assert "[" not in text and "False" not in text
 
 
 def test_updates_made_from_map_and_submit_threads_are_drawn_by_the_panel_thread():

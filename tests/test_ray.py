@@ -65,6 +65,21 @@ def test_logs_return_what_the_actor_printed(ray_cluster):
 
 
 @pytest.mark.ray
+def test_output_and_exceptions_come_back_from_ray(ray_cluster, capsys):
+    from tests.support import checks, user_code
+    use_cluster(ray_cluster)
+    checks.assert_all(straightline.deploy(user_code.scenario, target="ray"), "ray", capsys)
+
+
+@pytest.mark.ray
+def test_a_long_calls_output_streams_from_the_actor_while_it_runs(ray_cluster, capsys, tmp_path):
+    from tests.support import checks, user_code
+    use_cluster(ray_cluster)
+    h = straightline.deploy(user_code.waits_for_release, target="ray")
+    checks.assert_output_streams_while_the_call_runs(h, "ray", capsys, str(tmp_path / "go"))
+
+
+@pytest.mark.ray
 def test_map_fans_out_to_tasks_and_keeps_order(ray_cluster):
     use_cluster(ray_cluster)
 

@@ -68,8 +68,8 @@ def test_an_echo_request_runs_nothing_and_answers_the_bytes_asked_for():
 def test_a_request_and_its_response_through_the_runtime():
     segments, _ = encode_request([((2,), {"power": 3}), ((0,), {"power": -1})])
     out, _ = execute.handle_frame(lambda x, power: x ** power, _join(segments))
-    (ok1, value), (ok2, info) = decode_response(_join(out))
-    assert (ok1, value) == (True, 8)
+    (ok1, value, meta1), (ok2, info, _) = decode_response(_join(out))
+    assert (ok1, value) == (True, 8) and meta1["function_s"] >= 0   # outcomes carry their meta
     assert ok2 is False and info["type"] == "ZeroDivisionError"
 
 
@@ -84,7 +84,7 @@ def test_a_remote_error_is_rebuilt_as_its_own_type_with_the_remote_traceback():
 
     segments, _ = encode_request([(("missing",), {})])
     out, _ = execute.handle_frame(fails, _join(segments))
-    [(ok, info)] = decode_response(_join(out))
+    [(ok, info, _)] = decode_response(_join(out))
     exc = rebuild_exception(info, "local", code_locations(fails))
     assert not ok and isinstance(exc, KeyError) and exc.target == "local"
     assert isinstance(exc.__cause__, RemoteTraceback)
@@ -99,6 +99,7 @@ def test_an_error_that_cannot_travel_becomes_a_remote_error():
 
 
 def test_endpoint_paths_and_variable_names_are_constants():
-    assert (wire.INVOKE_PATH, wire.JSON_PATH, wire.HEALTH_PATH) == ("/invoke", "/json", "/health")
+    assert (wire.INVOKE_PATH, wire.JSON_PATH, wire.HEALTH_PATH, wire.OUTPUT_PATH) == \
+        ("/invoke", "/json", "/health", "/output")
     names = [getattr(wire, n) for n in dir(wire) if n.endswith("_ENV")]
     assert names and all(name.startswith("STRAIGHTLINE_") for name in names)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import os
 import pickle
 import sys
-import traceback
+import time
 
 import cloudpickle
 
-from . import wire
+from . import capture, errors, wire
 
 
 def load_function(payload: bytes):
@@ -21,40 +21,48 @@ def load_function(payload: bytes):
 
 
 def error_info(exc: BaseException, kind: str = "user", skip_frames: int = 0) -> dict:
-    """Describe an exception so the client can re-raise it as its own type.
+    """Describe an exception so the client can re-raise it as its own type
+    (see ``runtime.errors``). ``frames`` are (filename, lineno, name, line) from
+    the user's code on: the client re-reads the lines from its own files (a
+    notebook's cells included), which the far side does not have."""
+    return errors.describe(exc, kind, skip_frames)
 
-    ``frames`` are (filename, lineno, name, line) from the user's code on: the
-    client re-reads the lines from its own files (a notebook's cells included),
-    which the far side does not have.
+
+def run_calls(fn, calls, options: dict | None = None) -> list:
+    """Run each ``(args, kwargs)`` call; one outcome per call, in order.
+
+    An outcome is ``(True, value, meta)`` or ``(False, error_info, meta)``;
+    ``meta`` holds the time spent in the function (``function_s``) and, when
+    ``options`` asks for it, what the call wrote (``output``, see capture.py).
     """
-    tb = exc.__traceback__
-    for _ in range(skip_frames):
-        if tb is not None:
-            tb = tb.tb_next
-    frames = [(f.filename, f.lineno, f.name, f.line or "") for f in traceback.extract_tb(tb)]
-    try:
-        pickled = cloudpickle.dumps(exc, protocol=5)
-        pickle.loads(pickled)  # an exception that pickles but cannot be rebuilt is no use
-    except Exception:
-        pickled = None
-    return {
-        "kind": kind,
-        "type": type(exc).__qualname__,
-        "module": type(exc).__module__,
-        "message": str(exc),
-        "frames": frames,
-        "exception": pickled,
-    }
-
-
-def run_calls(fn, calls) -> list:
-    """Run each ``(args, kwargs)`` call; one outcome per call, in order."""
+    options = options or {}
+    capture_on = bool(options.get("capture"))
+    log_level = options.get("log_level")
+    limit = int(options.get("output_limit") or capture.DEFAULT_LIMIT)
+    tee_all = options.get("tee", True)
+    # a single call may be read while it runs (streaming), by the id the client sent
+    stream_id = options.get("stream_id") if len(calls) == 1 else None
     outcomes = []
+    clock = time.perf_counter
     for args, kwargs in calls:
+        meta: dict = {}
+        output = None
+        t0 = clock()
         try:
-            outcomes.append((True, fn(*args, **kwargs)))
+            if capture_on:
+                with capture.capturing(log_level, limit, tee_all, stream_id) as output:
+                    value = fn(*args, **kwargs)
+            else:
+                value = fn(*args, **kwargs)
+            outcome = [True, value, meta]
         except Exception as exc:  # the user's error travels back; the worker lives on
-            outcomes.append((False, error_info(exc, skip_frames=1)))
+            outcome = [False, error_info(exc, skip_frames=1), meta]
+        meta["function_s"] = clock() - t0
+        if output is not None and output.chunks:
+            meta["output"] = output.as_list()
+            if output.truncated:
+                meta["truncated"] = output.truncated
+        outcomes.append(tuple(outcome))
     return outcomes
 
 
@@ -65,7 +73,7 @@ def encode_outcomes(outcomes: list) -> tuple[list, int]:
     except Exception:
         pass
     safe = []
-    for ok, value in outcomes:
+    for ok, value, *meta in outcomes:
         if ok:
             try:
                 cloudpickle.dumps(value, protocol=5)
@@ -74,15 +82,22 @@ def encode_outcomes(outcomes: list) -> tuple[list, int]:
                     f"the function returned a {type(value).__qualname__} that cannot be "
                     f"serialized to send back: {exc}")
                 value, ok = error_info(err, kind="result"), False
-        safe.append((ok, value))
+        safe.append((ok, value, *meta))
     return wire.encode(safe)
 
 
-def handle_frame(fn, body) -> tuple[list, int]:
-    """Request frame in, response frame segments out."""
+def handle_frame(fn, body, echo_output: bool = True) -> tuple[list, int]:
+    """Request frame in, response frame segments out. ``echo_output=False``:
+    captured output is not also written to this process's streams (only what
+    is over the capture limit is), for runtimes whose streams already reach
+    the caller (Ray)."""
     message = wire.decode(body)
     if type(message) is tuple and message[0] == wire.ECHO:
         return wire.encode(bytearray(message[2]))  # calibration: transport only
+    if type(message) is tuple and message[0] == wire.CALLS:
+        options = dict(message[2] or {})
+        options.setdefault("tee", echo_output)
+        return encode_outcomes(run_calls(fn, message[1], options))
     return encode_outcomes(run_calls(fn, message))
 
 

@@ -12,7 +12,7 @@ import os
 import threading
 from collections import OrderedDict
 
-from . import execute
+from . import capture, execute
 
 # Functions loaded by this worker process, by content hash: a task does not
 # unpickle the same function again for every chunk. Bounded, because one Ray
@@ -37,7 +37,9 @@ def _function(key: str, payload: bytes):
 
 
 def _respond(fn, body) -> bytes:
-    segments, _ = execute.handle_frame(fn, body)
+    # Ray streams a worker's output to the driver itself: captured output, which
+    # the handle prints, is not echoed a second time
+    segments, _ = execute.handle_frame(fn, body, echo_output=False)
     return b"".join(segments)
 
 
@@ -49,6 +51,10 @@ class FunctionHost:
 
     def run(self, body) -> bytes:
         return _respond(self.fn, body)
+
+    def output(self, stream_id: str, offset: int) -> dict:
+        """What a running call has written so far (see capture.read_stream)."""
+        return capture.read_stream(stream_id, offset)
 
     def ping(self) -> dict:
         return {"pid": os.getpid(), "python": execute.python_version()}

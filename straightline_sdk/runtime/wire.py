@@ -8,9 +8,12 @@ A *frame* is a pickle (protocol 5) whose large buffers travel out of band, so a
 Segment 0 is the pickle stream, the others are its out-of-band buffers.
 
 Messages:
-- request:  a list of calls, each ``(args, kwargs)``; a single call is a list of one.
-- response: a list of outcomes in the same order, each ``(True, value)`` or
-  ``(False, error_info)`` where error_info is a dict (see ``runtime.execute``).
+- request:  a list of calls, each ``(args, kwargs)``; a single call is a list of one;
+  or ``(CALLS, calls, options)``, options a dict: ``capture`` (bring the call's
+  output back), ``log_level`` (the caller's root logger level), ``output_limit``.
+- response: a list of outcomes in the same order, each ``(True, value, meta)`` or
+  ``(False, error_info, meta)`` where error_info is a dict (see ``runtime.errors``)
+  and meta holds ``function_s`` and the captured ``output`` (``runtime.capture``).
 - echo:     ``(ECHO, padding, response_bytes)`` runs nothing and answers
   ``response_bytes`` zero bytes: calibration measures a target's transport with it.
 
@@ -38,6 +41,7 @@ FRAME_CONTENT_TYPE = "application/x-straightline-frame"
 INVOKE_PATH = "/invoke"      # POST a request frame, get a response frame
 JSON_PATH = "/json"          # POST {"args": [...], "kwargs": {...}}, get {"result": ...}
 HEALTH_PATH = "/health"      # GET: {"ok": true, ...}
+OUTPUT_PATH = "/output"      # GET ?id=<stream id>&offset=<n>: a running call's output so far
 
 # The environment a worker is started with (the local target, the Docker image).
 TOKEN_ENV = "STRAIGHTLINE_TOKEN"                  # the bearer token every request must carry
@@ -51,6 +55,7 @@ PARENT_PID_ENV = "STRAIGHTLINE_PARENT_PID"        # exit when this process is go
 MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"  # Lambda: the largest response frame
 
 ECHO = "straightline-echo"
+CALLS = "straightline-calls"
 
 _U32 = struct.Struct("<I")
 

@@ -27,8 +27,9 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
 
-from . import execute, wire
+from . import capture, execute, wire
 
 READY_LINE = "STRAIGHTLINE_WORKER_READY"
 _SMALL_RESPONSE = 256 * 1024
@@ -171,6 +172,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if not self._authorized():
             return
+        if self.path.startswith(wire.OUTPUT_PATH + "?"):
+            self._output()
+            return
         if self.path != wire.HEALTH_PATH:
             self._send_json(404, {"error": f"no such endpoint: GET {self.path}"})
             return
@@ -178,6 +182,17 @@ class Handler(BaseHTTPRequestHandler):
         self._send_json(200, {"ok": True, "function": w.name, "pid": os.getpid(),
                               "python": execute.python_version(), "in_flight": w.in_flight,
                               "concurrency": w.concurrency, "calls": w.calls})
+
+    def _output(self):
+        """What a running call has written so far: ``GET /output?id=<id>&offset=<n>``."""
+        query = parse_qs(urlsplit(self.path).query)
+        try:
+            stream_id = query["id"][0]
+            offset = int(query.get("offset", ["0"])[0])
+        except (KeyError, IndexError, ValueError):
+            self._send_json(400, {"error": "send /output?id=<call id>&offset=<characters read>"})
+            return
+        self._send_json(200, capture.read_stream(stream_id, max(0, offset)))
 
     def do_POST(self):
         body = self._read_body()  # read first so the connection stays usable on refusal

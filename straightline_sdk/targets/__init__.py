@@ -134,3 +134,41 @@ def probe(kind: str, options=None, *, fresh: bool = False) -> Probe:
 __all__ = ["REGISTRY", "DeploySpec", "Kind", "OptionError", "Probe", "Reply", "Resources", "Target",
            "TargetOptions", "clear_probes", "kinds", "options_class", "parse_options", "probe",
            "register", "target_class", "tier_of"]
+
+
+def deploy_options(options, target: str | None = None) -> dict[str, dict]:
+    """``deploy(..., options=)`` checked: ``{kind: {name: value}}`` with each kind's
+    values read by its typed Options (the same parser as configure()'s). With
+    ``target=`` pinned, the options may also be given flat for that kind
+    (``options={"base_image": ...}``). Unknown kinds and names are refused with the
+    closest valid one."""
+    if not options:
+        return {}
+    if not isinstance(options, dict):
+        raise OptionError(f"options must be a dict such as {{'docker': {{'base_image': '...'}}}}, "
+                          f"not a {type(options).__qualname__}")
+    known = kinds()
+    if not set(options) <= set(known):
+        if target is not None and target in known and not any(isinstance(v, dict) for v in options.values()):
+            options = {target: options}      # flat, for the pinned target
+        else:
+            import difflib
+            unknown = sorted(set(options) - set(known), key=str)
+            every = {name for kind in known for name in options_class(kind).names()}
+            if target is None and all(name in every for name in unknown):
+                raise OptionError(
+                    f"say which target the options are for: options={{'<kind>': {{{unknown[0]!r}: ...}}}} "
+                    f"with <kind> one of {sorted(known)} (or pin one with target=)")
+            close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise OptionError(f"unknown target {unknown[0]!r} in options{hint} "
+                              f"(targets: {', '.join(known)})")
+    checked: dict[str, dict] = {}
+    for kind, values in options.items():
+        if not isinstance(values, dict):
+            raise OptionError(f"options[{kind!r}] must be a dict of option names to values, "
+                              f"not a {type(values).__qualname__}")
+        parsed = parse_options(kind, values, source="deploy(options=)")
+        checked[kind] = {name: getattr(parsed, name) for name in parsed.names()
+                         if name in {str(n).strip().lower().replace("-", "_") for n in values}}
+    return checked

@@ -123,6 +123,12 @@ class Target:
     def logs(self, tail: int = 100) -> str:
         return ""
 
+    def read_output(self, stream_id: str, offset: int) -> dict | None:
+        """What a single call now running wrote after ``offset`` characters:
+        ``{"chunks": [(stream, text)...], "offset": n, "running": bool}``, or None
+        where the target cannot be read while a call runs (Lambda)."""
+        return None
+
     # -- what the CLI (straightline ls / gc) sees ----------------------------
 
     @classmethod

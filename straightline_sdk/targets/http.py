@@ -119,6 +119,14 @@ class WorkerClient:
 
     get_json = get   # the name it had; it returns the response, not JSON
 
+    def read_output(self, stream_id: str, offset: int) -> dict | None:
+        """A running call's output so far (the worker's GET /output); None if unreadable."""
+        try:
+            response = self.get(f"{wire.OUTPUT_PATH}?id={stream_id}&offset={int(offset)}", timeout=5.0)
+        except Exception:
+            return None
+        return response.json() if response.status == 200 else None
+
     def close(self) -> None:
         with self._lock:
             idle, self._idle = self._idle, []

@@ -207,6 +207,10 @@ class LocalTarget(Target):
             return b"\n".join(execute.last_lines(self.log_path, tail)).decode(errors="replace")
         return getattr(self, "_last_log", "")
 
+    def read_output(self, stream_id: str, offset: int) -> dict | None:
+        client = self.client
+        return client.read_output(stream_id, offset) if client is not None else None
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None

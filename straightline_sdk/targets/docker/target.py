@@ -559,6 +559,10 @@ class DockerTarget(Target):
         except Exception:
             return self._last_log
 
+    def read_output(self, stream_id: str, offset: int) -> dict | None:
+        client = self.client
+        return client.read_output(stream_id, offset) if client is not None else None
+
     def teardown(self) -> None:
         """Remove the container; the images stay, for the next deploy."""
         if self.client is not None:

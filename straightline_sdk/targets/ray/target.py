@@ -196,7 +196,9 @@ class RayTarget(Target):
             placement["runtime_env"] = runtime_env
         self._step("putting the function in the object store")
         self._payload_ref = ray.put(package.payload)
-        actor_options = dict(placement, max_concurrency=self.concurrency, max_restarts=0)
+        # one thread more than the calls it takes: reading a running call's output
+        # (streaming) must not wait behind the calls
+        actor_options = dict(placement, max_concurrency=self.concurrency + 1, max_restarts=0)
         if res.cpus is not None:
             actor_options["num_cpus"] = res.cpus
         if self.spec.keep:  # outlives this process; the same content finds the same actor
@@ -362,6 +364,17 @@ class RayTarget(Target):
             return ray.get(actor.logs.remote(tail), timeout=5.0)
         except Exception as exc:
             return f"(the Ray actor's output could not be read: {_first_line(exc)})"
+
+    def read_output(self, stream_id: str, offset: int) -> dict | None:
+        """A running actor call's output so far; the actor has one thread more
+        than ``concurrency`` for these reads (see deploy)."""
+        ray, actor = _connected_ray(), self._actor
+        if ray is None or actor is None:
+            return None
+        try:
+            return ray.get(actor.output.remote(stream_id, offset), timeout=5.0)
+        except Exception:
+            return None
 
     def teardown(self) -> None:
         actor, self._actor = self._actor, None
