@@ -158,7 +158,7 @@ class Executor(concurrent.futures.Executor):
             return _results(futures, end, chunked=False)
         items = list(zip(*iterables))
         dep = self._deployment_for(fn, items[0] if items else ())
-        futures = [self._pool.submit(_run_chunk, self, dep, items[i:i + chunksize])
+        futures = [self._pool.submit(_run_chunk, self, dep, items[i:i + chunksize], i)
                    for i in range(0, len(items), chunksize)]
         return _results(futures, end, chunked=True)
 
@@ -197,9 +197,11 @@ class Executor(concurrent.futures.Executor):
                 f"function(s), targets={list(self.targets) if self.targets else 'default'}>")
 
 
-def _run_chunk(executor: Executor, dep, items: list) -> list:
+def _run_chunk(executor: Executor, dep, items: list, first_index: int = 0) -> list:
     executor._ensure_deployed(dep)
-    return dep.map(*zip(*items), chunksize=len(items), concurrency=1, progress=False)
+    # the items' printed output is tagged with their index in the whole map
+    return dep.map(*zip(*items), chunksize=len(items), concurrency=1, progress=False,
+                   first_index=first_index)
 
 
 def _results(futures: list, end: float | None, chunked: bool):

@@ -95,7 +95,7 @@ class Deployment:
 
     def map(self, *iterables, kwargs: dict | None = None, return_exceptions: bool = False,
             chunksize: int | None = None, concurrency: int | None = None,
-            progress: bool | None = None) -> list:
+            progress: bool | None = None, first_index: int = 0) -> list:
         """Call the function on each item (``zip(*iterables)`` as positional
         arguments, ``kwargs`` for every call), concurrently; results in input order.
 
@@ -105,6 +105,9 @@ class Deployment:
         Items travel in chunks (``chunksize``) so small calls are not dominated by
         per-request overhead. With ``Resources(timeout_s=)`` each call travels alone:
         the limit is per call, and a chunk's calls run one after another.
+        What an item prints is shown tagged with its index (``[local #3]``),
+        counted from ``first_index`` (an Executor's chunk numbers its items in the
+        whole map).
         """
         self.router.check_open()
         items = list(zip(*iterables))
@@ -153,7 +156,8 @@ class Deployment:
                             ok, value, meta = call_output.split(outcome)
                             if meta.get("output") or meta.get("truncated"):
                                 with bar.printing():   # a terminal bar steps aside for the lines
-                                    call_output.show(meta, decision.target, index=i + j,
+                                    call_output.show(meta, decision.target,
+                                                     index=first_index + i + j,
                                                      locate=self._locate_code)
                             if ok:
                                 results[i + j] = value

@@ -213,3 +213,19 @@ def test_a_worker_started_from_a_thread_outlives_that_thread():
     assert [h(1), h(2)] == [2, 3]      # the first is the profile, here; the second goes to the worker
     assert h.deployed_targets["local"].pid == pid
     assert h.stats()["local"]["failures"] == 0
+
+
+def shout(x):
+    print(f"item {x}")
+    return x
+
+
+def test_what_calls_print_comes_back_tagged_with_the_item_of_the_whole_map(ex, capsys):
+    """A submit prints once, tagged with its target; a chunked map tags each item
+    with its index in the whole map, not in its chunk."""
+    assert ex.submit(shout, 7).result(timeout=60) == 7
+    assert list(ex.map(shout, range(6), chunksize=3)) == list(range(6))
+    out = capsys.readouterr().out
+    assert out.count("[local] item 7") == 1
+    for i in range(6):
+        assert out.count(f"[local #{i}] item {i}") == 1, out
