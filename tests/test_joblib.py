@@ -289,3 +289,18 @@ def test_the_example_script_runs_on_the_local_target(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "best: {" in run.stdout and "<Deployment 'grid-search' on local" in run.stdout
     assert "above threshold: [False, True]" in run.stdout
+
+
+def say(x):
+    print(f"task {x}")
+    return x
+
+
+def test_what_a_task_prints_comes_back_to_the_caller_once(capsys):
+    """joblib's batches run as the session deployment's calls: their prints come
+    home like any call's, tagged with the target, each once."""
+    with joblib.parallel_config("straightline", targets=["local"]):
+        assert joblib.Parallel(n_jobs=2)(joblib.delayed(say)(i) for i in range(4)) == list(range(4))
+    out = capsys.readouterr().out
+    for i in range(4):
+        assert out.count(f"task {i}") == 1 and f"[local] task {i}" in out, out
