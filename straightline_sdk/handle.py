@@ -344,7 +344,8 @@ class Deployment:
             deployed = self._targets.get(kind)
             states[kind] = TargetState(
                 kind, pr.available, reason, pr.limits, in_flight=old.in_flight if old else 0,
-                concurrency=deployed.concurrency if deployed else None)
+                concurrency=deployed.concurrency if deployed else None,
+                note=getattr(deployed, "pool_note", "") if deployed else "")
         self._states = states
         return states
 
@@ -481,7 +482,8 @@ class Deployment:
             if cls is None:
                 raise TargetUnavailable(f"the {kind} target is not available in this version",
                                         target=kind)
-            spec = replace(self.spec, options=self._target_options(kind))
+            spec = replace(self.spec, options=self._target_options(kind), profile=self.profile,
+                           idempotent=self.idempotent)
             with Progress(f"deploying {self.name} to {kind}") as progress:
                 target = cls(spec, progress=progress)
                 target.deploy()
@@ -489,6 +491,7 @@ class Deployment:
             state = self._states.get(kind)
             if state is not None:
                 state.concurrency = target.concurrency
+                state.note = getattr(target, "pool_note", "")
             return target
 
     def prewarm(self, kinds=None) -> None:

@@ -21,6 +21,9 @@ class Profile:
     peak_memory_mb: float
     request_bytes: int
     result_bytes: int
+    # CPU time of the call's thread: far below runtime_s means it mostly waited
+    # (I/O, sleep, code that releases the GIL), and the worker pool gives it threads
+    cpu_s: float | None = None
 
     def __str__(self):
         from .placement import human_bytes
@@ -40,10 +43,12 @@ def profile_call(fn, args: tuple, kwargs: dict):
         tracemalloc.start()
     tracemalloc.reset_peak()
     base, _ = tracemalloc.get_traced_memory()
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     try:
         result = fn(*args, **kwargs)
         runtime = time.perf_counter() - t0
+        cpu = time.thread_time() - c0
         _, peak = tracemalloc.get_traced_memory()
     finally:
         if started_tracing:
@@ -52,4 +57,4 @@ def profile_call(fn, args: tuple, kwargs: dict):
         _, result_bytes = wire.encode([(True, result)])
     except Exception:
         result_bytes = 0  # reported when a real call tries to send it back
-    return Profile(runtime, max(0, peak - base) / 2 ** 20, request_bytes, result_bytes), result
+    return Profile(runtime, max(0, peak - base) / 2 ** 20, request_bytes, result_bytes, cpu), result

@@ -65,6 +65,7 @@ class TargetState:
     limits: Limits = field(default_factory=Limits)
     in_flight: int = 0
     concurrency: int | None = None   # calls it takes at once; None: unbounded
+    note: str = ""                   # what the deployed target says about its size (a pool shrunk for memory)
 
     @property
     def saturated(self) -> bool:

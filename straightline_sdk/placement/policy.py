@@ -83,10 +83,10 @@ class Decision:
     a decision is made on every call, its explanation is read rarely."""
 
     __slots__ = ("target", "branch", "rate", "request_bytes", "batch", "features", "thresholds",
-                 "excluded", "passed_over", "queued")
+                 "excluded", "passed_over", "queued", "note")
 
     def __init__(self, target, branch, rate, request_bytes, batch, features, thresholds,
-                 excluded=(), passed_over=(), queued=False):
+                 excluded=(), passed_over=(), queued=False, note=""):
         self.target = target
         self.branch = branch
         self.rate = rate                  # f_t of this request
@@ -97,6 +97,7 @@ class Decision:
         self.excluded = excluded          # ((kind, constraint violated), ...)
         self.passed_over = passed_over    # ((kind, why not available now), ...)
         self.queued = queued              # every candidate saturated: waits on target
+        self.note = note                  # the chosen target's own note (its pool's size)
 
     @property
     def fell_back(self) -> bool:
@@ -132,6 +133,8 @@ class Decision:
             lines.append(f"every candidate is saturated → waits for {self.target}")
         elif self.target != preferred:
             lines.append(f"→ {self.target}")
+        if self.note:
+            lines.append(f"{self.target}: {self.note}")
         return lines
 
     def __str__(self) -> str:
@@ -214,10 +217,11 @@ class Plan:
                     saturated_first = kind
             else:
                 return Decision(kind, branch, rate, request_bytes, batch, self.features, thresholds,
-                                tuple(excluded or ()), tuple(passed_over or ()))
+                                tuple(excluded or ()), tuple(passed_over or ()), note=state.note)
         if saturated_first is not None:
             return Decision(saturated_first, branch, rate, request_bytes, batch, self.features,
-                            thresholds, tuple(excluded or ()), tuple(passed_over or ()), queued=True)
+                            thresholds, tuple(excluded or ()), tuple(passed_over or ()), queued=True,
+                            note=states[saturated_first].note)
         problems = (excluded or []) + (passed_over or [])
         if self.pinned is not None and self.pinned not in states:
             problems.append((self.pinned, "not among the allowed targets"))

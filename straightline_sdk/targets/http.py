@@ -123,6 +123,47 @@ class WorkerClient:
             conn.close()
 
 
+class WorkerPoolClient:
+    """Talks to a worker pool: one WorkerClient per process, each call sent to the
+    process with the fewest calls in flight (the lowest-numbered among equals, so
+    a lone call always finds the same warm process). Same interface as
+    WorkerClient; ``host``/``port`` are the first process's."""
+
+    def __init__(self, host: str, ports: list[int], token: str, *, target: str):
+        self.members = [WorkerClient(host, port, token, target=target) for port in ports]
+        self.host, self.port, self.ports, self.target = host, ports[0], list(ports), target
+        self._in_flight = [0] * len(self.members)
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"<WorkerPoolClient {self.target} {self.host}:{','.join(map(str, self.ports))}>"
+
+    def request(self, method: str, path: str, segments=(), total: int = 0, **kwargs) -> HTTPResponse:
+        in_flight = self._in_flight
+        with self._lock:
+            index = in_flight.index(min(in_flight))
+            in_flight[index] += 1
+        try:
+            return self.members[index].request(method, path, segments, total, **kwargs)
+        finally:
+            with self._lock:
+                in_flight[index] -= 1
+
+    def get_json(self, path: str, timeout: float = 5.0, authorize: bool = True):
+        return self.members[0].request("GET", path, timeout=timeout, authorize=authorize)
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+
+def pool_client(host: str, ports: list[int], token: str, *, target: str):
+    """A WorkerClient for one process, a WorkerPoolClient for several."""
+    if len(ports) == 1:
+        return WorkerClient(host, ports[0], token, target=target)
+    return WorkerPoolClient(host, ports, token, target=target)
+
+
 def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | None, *,
                   what: str, dead=lambda: None) -> bytearray:
     """POST one request frame to a worker; the response frame. ``what`` names the

@@ -1,13 +1,22 @@
 """The local target: a worker process on this machine (the paper's local
 Flask-tier server), serving the function over HTTP on 127.0.0.1.
 
-The worker inherits a listening socket (no port race), watches its parent and
-exits with it, and runs in its own session so a notebook interrupt (SIGINT)
-does not kill it mid-call. Its output goes to a log file (``h.logs()``).
+The worker is a pool: one process per CPU this process may use (affinity and
+cgroup quota), fewer when the profile's memory would not fit, each forked after
+the function is loaded (runtime/pool.py). It inherits one listening socket per
+process (no port race); the client sends each call to the least busy process.
+It watches its parent and exits with it, and runs in its own session so a
+notebook interrupt (SIGINT) does not kill it mid-call. Its output goes to a log
+file (``h.logs()``).
+
+Options: ``processes`` and ``threads`` (per process) override the sizing;
+``concurrency`` (calls at once, the older option) sets the threads per process
+so that the pool takes that many.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -21,20 +30,30 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
-from ..runtime import execute, wire
+from ..runtime import execute, pool, wire
 from .base import Probe, Target
-from .http import WorkerClient, invoke_worker, worker_health
+from .http import WorkerClient, invoke_worker, pool_client, worker_health
 
 
 def _available_memory_mb() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return None
+    free = pool.available_memory_mb()
+    return int(free) if free is not None else None
+
+
+def worker_pool_size(spec, cpus: float, free_memory_mb: float | None) -> tuple[int, int, str]:
+    """(processes, threads each, note) for a worker of ``spec`` given the CPUs and
+    memory it gets: the options first, then the profile (runtime/pool.py)."""
+    options = spec.options
+    profile = spec.profile
+    waits = pool.io_bound(profile.runtime_s, getattr(profile, "cpu_s", None)) if profile else None
+    processes = int(options["processes"]) if options.get("processes") else None
+    threads = int(options["threads"]) if options.get("threads") else None
+    if threads is None and options.get("concurrency"):
+        wanted = processes or max(1, math.ceil(cpus - 1e-9))
+        threads = max(1, math.ceil(int(options["concurrency"]) / wanted))
+    return pool.pool_size(cpus, waits=waits, free_memory_mb=free_memory_mb,
+                          peak_memory_mb=profile.peak_memory_mb if profile else 0.0,
+                          processes=processes, threads=threads)
 
 
 class LocalTarget(Target):
@@ -42,7 +61,9 @@ class LocalTarget(Target):
 
     def __init__(self, spec, progress=None):
         super().__init__(spec, progress)
-        self.concurrency = int(spec.options.get("concurrency") or max(2, os.cpu_count() or 2))
+        self.processes, self.threads, self.pool_note = worker_pool_size(
+            spec, pool.usable_cpus(), pool.available_memory_mb())
+        self.concurrency = self.processes * self.threads
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
         self._dir: str | None = None
@@ -51,11 +72,12 @@ class LocalTarget(Target):
     @classmethod
     def probe(cls, options: dict) -> Probe:
         memory = _available_memory_mb()
-        cpus = float(os.cpu_count() or 1)
+        cpus = pool.usable_cpus()
         return Probe(True, limits=Limits(
             max_memory_mb=memory, cpus=cpus, gpus=0,
             pythons=frozenset({sys.version_info[:2]}),
-            sources=("this machine: MemAvailable in /proc/meminfo, os.cpu_count()",),
+            sources=("this machine: MemAvailable in /proc/meminfo and the cgroup's memory.max; "
+                     "CPUs from os.sched_getaffinity and the cgroup's cpu.max",),
         ), capacity={"memory_mb": memory, "cpus": cpus, "gpus": 0})
 
     @property
@@ -69,18 +91,23 @@ class LocalTarget(Target):
         with os.fdopen(fd, "wb") as f:
             f.write(self.spec.package.payload)
         host = self.spec.options.get("host", "127.0.0.1")
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, int(self.spec.options.get("port", 0))))
-        listener.listen(128)
-        port = listener.getsockname()[1]
+        base_port = int(self.spec.options.get("port", 0))
+        listeners = []
+        for i in range(self.processes):   # one address per pool process (runtime/pool.py)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, base_port + i if base_port else 0))
+            listener.listen(128)
+            listeners.append(listener)
+        ports = [listener.getsockname()[1] for listener in listeners]
+        fds = [listener.fileno() for listener in listeners]
         env = dict(os.environ)
         env.update({
             wire.TOKEN_ENV: self.spec.token,
             "STRAIGHTLINE_FUNCTION": function_path,
             "STRAIGHTLINE_NAME": self.spec.name,
-            "STRAIGHTLINE_LISTEN_FD": str(listener.fileno()),
-            "STRAIGHTLINE_CONCURRENCY": str(self.concurrency),
+            "STRAIGHTLINE_LISTEN_FDS": ",".join(map(str, fds)),
+            "STRAIGHTLINE_THREADS": str(self.threads),
             "STRAIGHTLINE_PARENT_PID": str(os.getpid()),
             # the worker resolves modules as this process does
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
@@ -90,11 +117,12 @@ class LocalTarget(Target):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "straightline_sdk.runtime.worker"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),), start_new_session=True, cwd=os.getcwd(),
+                pass_fds=fds, start_new_session=True, cwd=os.getcwd(),
             )
-        listener.close()  # the worker holds its own copy
-        self.client = WorkerClient(host if host != "0.0.0.0" else "127.0.0.1", port,
-                                   self.spec.token, target=self.kind)
+        for listener in listeners:
+            listener.close()  # the worker holds its own copies
+        self.client = pool_client(host if host != "0.0.0.0" else "127.0.0.1", ports,
+                                  self.spec.token, target=self.kind)
         self._wait_ready(float(self.spec.options.get("start_timeout_s", 30)))
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -194,4 +222,5 @@ class LocalTarget(Target):
 
     def describe(self) -> dict:
         return {"address": f"{self.client.host}:{self.client.port}" if self.client else None,
-                "pid": self.pid, "concurrency": self.concurrency}
+                "pid": self.pid, "concurrency": self.concurrency, "processes": self.processes,
+                "threads": self.threads, **({"note": self.pool_note} if self.pool_note else {})}
