@@ -103,11 +103,13 @@ def available_memory_mb() -> float | None:
     return free
 
 
-def io_bound(runtime_s: float | None, cpu_s: float | None) -> bool | None:
-    """Whether a profiled call mostly waited; None when there is no profile."""
+def io_bound(runtime_s: float | None, cpu_s: float | None, cpu_wait_s: float = 0.0) -> bool | None:
+    """Whether a profiled call mostly waited; None when there is no profile. The
+    time it queued for a CPU on a busy machine is not waiting on I/O."""
     if not runtime_s or cpu_s is None:
         return None
-    return cpu_s / runtime_s < IO_BOUND_CPU_SHARE
+    active = runtime_s - cpu_wait_s
+    return active > 0 and cpu_s / active < IO_BOUND_CPU_SHARE
 
 
 def pool_size(cpus: float, *, waits: bool | None, peak_memory_mb: float = 0.0,

@@ -24,7 +24,14 @@ or per deployment):
                      reachable from here)
     connect_host     where this process connects: 127.0.0.1, or the remote
                      engine's host name from DOCKER_HOST
-    concurrency      calls a container runs at once (default: its CPUs, >= 2)
+    processes        worker processes in the container (default: its CPU limit,
+                     Resources(cpus=), else the engine's CPUs; fewer when the
+                     profile's memory times the processes exceeds the container's
+                     memory); each on its own port from 8080, all published
+    threads          calls each process runs at once (default: from the profile,
+                     one for CPU-bound work, more for a function that waits)
+    concurrency      calls the container runs at once, the older option: sets
+                     the threads so that the pool takes that many
     start_timeout_s  how long to wait for the worker to answer (default 60)
     gpus             GPUs the engine offers, for placement (the engine does not say)
 """
@@ -35,7 +42,6 @@ import http.client
 import importlib.util
 import json
 import logging
-import math
 import os
 import secrets
 import signal
@@ -55,7 +61,8 @@ from ..packaging.dependencies import capture, download_wheels
 from ..placement import MB, Limits
 from ..runtime import wire
 from .base import Probe, Target
-from .http import WorkerClient, invoke_worker, worker_health
+from .http import WorkerClient, invoke_worker, pool_client, worker_health
+from .local import worker_pool_size
 
 KIND = "docker"
 log = logging.getLogger("straightline")
@@ -250,6 +257,7 @@ class DockerTarget(Target):
         super().__init__(spec, progress)
         self.options = dict(spec.options)
         self.concurrency = int(self.options.get("concurrency") or 4)
+        self.processes, self.threads, self.pool_note = 1, self.concurrency, ""
         self.docker = None
         self._container = None          # the docker SDK's object, looked up when first needed
         self._container_id: str | None = None
@@ -327,8 +335,11 @@ class DockerTarget(Target):
                 f"{self.spec.name!r} needs {resources.gpus} GPU(s) but the Docker engine at "
                 f"{engine_address(self.options)} has no GPU runtime (nvidia)", target=KIND,
                 hint="install the NVIDIA Container Toolkit on the engine's host, or drop Resources(gpus=)")
+        # the container's pool: its CPU limit, and its memory limit (else the engine's)
         cpus = resources.cpus or float(info.get("NCPU") or 2)
-        self.concurrency = int(self.options.get("concurrency") or max(2, math.ceil(cpus)))
+        memory = resources.memory_mb or (int(info.get("MemTotal", 0)) // MB or None)
+        self.processes, self.threads, self.pool_note = worker_pool_size(self.spec, cpus, memory)
+        self.concurrency = self.processes * self.threads
 
         base = docker_context.base_image(self.options)
         base_id = self._base_image_id(base)
@@ -341,7 +352,8 @@ class DockerTarget(Target):
         self.image_hash = docker_context.function_hash(self.spec.package, deps_hash)
         self.image_tag = f"{docker_context.image_name(self.spec.name)}:{self.image_hash[:12]}"
         bind, connect = self._addresses()
-        config = content_hash(self.image_hash, self.spec.name, repr(resources), str(self.concurrency),
+        config = content_hash(self.image_hash, self.spec.name, repr(resources),
+                              f"{self.processes}x{self.threads}",
                               bind, repr(self.spec.keep))
         if self._adopt(config, connect):
             self._remember()
@@ -452,14 +464,16 @@ class DockerTarget(Target):
             self.container = self.docker.containers.run(
                 self.image_tag, detach=True, init=True, name=self._container_name(),
                 environment={wire.TOKEN_ENV: self.spec.token, "STRAIGHTLINE_NAME": self.spec.name,
-                             "STRAIGHTLINE_CONCURRENCY": str(self.concurrency)},
-                ports={f"{docker_context.WORKER_PORT}/tcp": (bind,)}, labels=labels, **limits)
+                             "STRAIGHTLINE_PROCESSES": str(self.processes),
+                             "STRAIGHTLINE_THREADS": str(self.threads)},
+                ports={f"{docker_context.WORKER_PORT + i}/tcp": (bind,) for i in range(self.processes)},
+                labels=labels, **limits)
         except Exception as exc:
             raise TargetUnavailable(f"the Docker engine could not start a container of "
                                     f"{self.image_tag}: {_short(exc)}", target=KIND) from exc
         _write_record(self.container.id, self.spec.token)
         try:
-            self.client = WorkerClient(connect, self._published_port(), self.spec.token, target=KIND)
+            self.client = WorkerClient(connect, self._published_ports()[0], self.spec.token, target=KIND)
             self._wait_ready(float(self.options.get("start_timeout_s", 60)))
             self.client.close()
             self.client = self._worker_client(connect, self.spec.token)
@@ -467,20 +481,22 @@ class DockerTarget(Target):
             self.teardown()
             raise
 
-    def _worker_client(self, connect: str, token: str) -> WorkerClient:
-        """The client for the container's worker. On Linux with a local engine the
-        container's bridge address is tried first: Docker's userland port proxy
-        costs ~0.1-0.15 ms per call, the bridge nothing. The published port is
-        the fallback (Docker Desktop's VM hides bridge addresses)."""
-        port = self._published_port()
-        published = WorkerClient(connect, port, token, target=KIND)
+    def _worker_client(self, connect: str, token: str):
+        """The client for the container's worker pool (one port per process). On
+        Linux with a local engine the container's bridge address is tried first:
+        Docker's userland port proxy costs ~0.1-0.15 ms per call, the bridge
+        nothing. The published ports are the fallback (Docker Desktop's VM hides
+        bridge addresses)."""
+        ports = self._published_ports()
+        published = pool_client(connect, ports, token, target=KIND)
         direct = str(self.options.get("direct", "1")).lower() not in ("0", "false", "no", "off")
         address = (self.container.attrs["NetworkSettings"].get("IPAddress") or "") if direct else ""
         if not address or remote_host(self.options) or not sys.platform.startswith("linux"):
             return published
-        bridge = WorkerClient(address, docker_context.WORKER_PORT, token, target=KIND)
+        bridge = pool_client(address, [docker_context.WORKER_PORT + i for i in range(len(ports))],
+                             token, target=KIND)
         try:
-            reachable = bridge.request("GET", "/health", timeout=0.5, authorize=False).status == 401
+            reachable = bridge.get_json("/health", timeout=0.5, authorize=False).status == 401
         except Exception:   # unreachable, or not listening yet: the published port works anyway
             reachable = False
         if reachable:
@@ -489,17 +505,23 @@ class DockerTarget(Target):
         bridge.close()
         return published
 
-    def _published_port(self) -> int:
+    def _published_ports(self) -> list[int]:
+        """The host ports of the pool's processes, in process order."""
         self.container.reload()
-        bindings = (self.container.attrs["NetworkSettings"]["Ports"] or {}).get(
-            f"{docker_context.WORKER_PORT}/tcp") or []
-        if not bindings:
+        published = self.container.attrs["NetworkSettings"]["Ports"] or {}
+        ports = []
+        for i in range(len(published)):
+            bindings = published.get(f"{docker_context.WORKER_PORT + i}/tcp") or []
+            if not bindings:
+                break
+            ports.append(int(bindings[0]["HostPort"]))
+        if not ports:
             state = self.container.attrs.get("State", {})
             raise TargetUnavailable(
                 f"the container for {self.spec.name!r} has no published port "
                 f"({state.get('Status')}, {_exit_reason(state)}). Its last output:\n{self.logs(20)}",
                 target=KIND)
-        return int(bindings[0]["HostPort"])
+        return ports
 
     def _wait_ready(self, timeout_s: float) -> None:
         @retry(stop=stop_after_delay(timeout_s), wait=wait_exponential(0.02, max=0.5),
@@ -544,6 +566,7 @@ class DockerTarget(Target):
 
     def _remember(self) -> None:
         entry = {"container": self._container_id, "host": self.client.host, "port": self.client.port,
+                 "ports": getattr(self.client, "ports", [self.client.port]),
                  "image": self.image_tag, "hash": self.image_hash, "started_by": owner_tag()}
         write_private(_deployment_path(self._recorded_key), json.dumps(entry).encode())
 
@@ -561,7 +584,8 @@ class DockerTarget(Target):
         users = [o for o in (entry.get("started_by"), record.get("owner")) if o]
         if any(o != me and owner_alive(o) is not False for o in users):
             return False   # another live process uses it
-        client = WorkerClient(entry["host"], int(entry["port"]), record["token"], target=KIND)
+        client = pool_client(entry["host"], [int(p) for p in entry.get("ports") or [entry["port"]]],
+                             record["token"], target=KIND)
         try:
             response = client.get_json("/health", timeout=1.0)
             health = response.json() if response.status == 200 else {}
@@ -573,6 +597,8 @@ class DockerTarget(Target):
         self._container_id = entry["container"]
         self.image_tag, self.image_hash = entry.get("image", ""), entry.get("hash", "")
         self.concurrency = int(health.get("concurrency") or self.concurrency)
+        self.processes = int(health.get("processes") or 1)
+        self.threads = int(health.get("threads") or self.concurrency)
         _write_record(self._container_id, record["token"])
         self.client, self.adopted = client, True
         self._step(f"reusing the running container {self._container_id[:12]}")
@@ -705,7 +731,7 @@ class DockerTarget(Target):
             connect = self._addresses()[1]
             try:
                 container.restart(timeout=0)
-                self.client = WorkerClient(connect, self._published_port(), record["token"], target=KIND)
+                self.client = WorkerClient(connect, self._published_ports()[0], record["token"], target=KIND)
                 self._wait_ready(float(self.options.get("start_timeout_s", 60)))
                 self.client.close()
                 self.client = self._worker_client(connect, record["token"])
@@ -759,7 +785,9 @@ class DockerTarget(Target):
                 "container": self._container_id[:12] if self._container_id else None,
                 "address": f"{self.client.host}:{self.client.port}" if self.client else None,
                 "engine": engine_address(self.options), "reused_container": self.adopted,
-                "built": list(self.built), "concurrency": self.concurrency}
+                "built": list(self.built), "concurrency": self.concurrency,
+                "processes": self.processes, "threads": self.threads,
+                **({"note": self.pool_note} if self.pool_note else {})}
 
     # -- what the CLI sees -----------------------------------------------------------
 

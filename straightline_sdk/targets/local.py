@@ -45,7 +45,8 @@ def worker_pool_size(spec, cpus: float, free_memory_mb: float | None) -> tuple[i
     memory it gets: the options first, then the profile (runtime/pool.py)."""
     options = spec.options
     profile = spec.profile
-    waits = pool.io_bound(profile.runtime_s, getattr(profile, "cpu_s", None)) if profile else None
+    waits = pool.io_bound(profile.runtime_s, getattr(profile, "cpu_s", None),
+                          getattr(profile, "cpu_wait_s", 0.0)) if profile else None
     processes = int(options["processes"]) if options.get("processes") else None
     threads = int(options["threads"]) if options.get("threads") else None
     if threads is None and options.get("concurrency"):
