@@ -16,6 +16,7 @@ import pytest
 import straightline_sdk as straightline
 from straightline_sdk.runtime import pool
 from tests.conftest import wait_until
+from tests.test_docker import engine  # noqa: F401  (the fixture: a Docker engine and the base image)
 
 
 def burn(x):
@@ -118,3 +119,20 @@ def test_pool_processes_exit_with_the_supervisor():
     os.kill(supervisor.pid, signal.SIGKILL)
     assert wait_until(lambda: not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE
                                       for c in children))
+
+
+# -- Docker: the container's CPU limit sizes its pool ---------------------------------
+
+def test_a_container_runs_as_many_processes_as_its_cpu_limit(engine):
+    h = straightline.deploy(burn, sample=(0,), targets=["docker"],
+                            resources=straightline.Resources(cpus=2))
+    docker = h.deployed_targets["docker"]
+    assert (docker.processes, docker.threads) == (2, 1)
+    assert len(set(h.map(range(16)))) == 2          # two processes in the one container
+    assert h.stats()["docker"]["failures"] == 0
+    h.undeploy()
+
+    one = straightline.deploy(burn, sample=(1,), targets=["docker"],
+                              resources=straightline.Resources(cpus=1), name="burn_one_cpu")
+    assert one.deployed_targets["docker"].processes == 1
+    assert len(set(one.map(range(6)))) == 1
