@@ -27,8 +27,6 @@ DRIVER = textwrap.dedent('''
     import ray
     import straightline_sdk as straightline
 
-    straightline.configure(progress=False, options={"ray": {"address": address}})
-
     def where(x, delay):
         import ray, time
         time.sleep(delay)
@@ -36,7 +34,11 @@ DRIVER = textwrap.dedent('''
         open(os.path.join(marks, f"{x}-{node}-{delay}"), "w").close()
         return shipped_helper.double(x), node, os.getcwd()
 
-    straightline.configure(progress=False, options={"ray": {"address": address}})
+    # both nodes share this machine's Python packages: no pip runtime environment (no
+    # network in CI); the SDK's runtime still travels as a py_module, and the function
+    # with its local module by value in the object store
+    straightline.configure(progress=False, options={"ray": {"address": address,
+                                                            "ship_packages": False}})
     import ray as _ray
     _ray.init(address=address, namespace="straightline", logging_level="ERROR")
     deadline = time.monotonic() + 120

@@ -294,11 +294,15 @@ class RayTarget(Target):
         import straightline_sdk
         from ..packaging import dependencies
 
-        self._step("capturing the function's dependencies")
-        deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
-        return {"pip": list(deps.pins),   # cloudpickle (the runtime's dependency) included
-                # the runtime the actor and tasks import, from this very version of the SDK
-                "py_modules": [os.path.dirname(straightline_sdk.__file__)]}
+        # the runtime the actor and tasks import, from this very version of the SDK
+        env: dict = {"py_modules": [os.path.dirname(straightline_sdk.__file__)]}
+        if _flag(self.spec.options.get("ship_packages", True)):
+            # off for nodes that share this Python environment (same machine or image):
+            # Ray would otherwise build a virtualenv per node and pip-install the pins
+            self._step("capturing the function's dependencies")
+            deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
+            env["pip"] = list(deps.pins)   # cloudpickle (the runtime's dependency) included
+        return env
 
     # -- calls ---------------------------------------------------------------
 
