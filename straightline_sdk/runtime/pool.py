@@ -4,7 +4,8 @@ Sizing (also used on the client side, for the local target and for placement not
 - CPUs: what this process may really use, ``os.sched_getaffinity`` (taskset,
   cpusets) and the cgroup's CPU quota (``cpu.max``, a container's ``--cpus``),
   whichever is smaller; not ``os.cpu_count()``, which counts the host's.
-- memory: ``MemAvailable`` and the cgroup's ``memory.max`` less its current use.
+- memory: ``MemAvailable`` and the cgroup's ``memory.max`` less its current use
+  (cgroup v1: ``memory.limit_in_bytes``, ``memory.usage_in_bytes``).
 - threads per process: a function that mostly waits (I/O, sleeps, code that
   releases the GIL) gets many threads per process, a CPU-bound one gets one:
   in one process its calls would only take turns on the GIL.
@@ -97,7 +98,10 @@ def available_memory_mb() -> float | None:
             break
     folder = _cgroup_dir()
     limit, used = _read(os.path.join(folder, "memory.max")), _read(os.path.join(folder, "memory.current"))
-    if limit and limit.isdigit() and used and used.isdigit():
+    if limit is None:   # cgroup v1 (a huge number when there is no limit)
+        limit = _read("/sys/fs/cgroup/memory/memory.limit_in_bytes")
+        used = _read("/sys/fs/cgroup/memory/memory.usage_in_bytes")
+    if limit and limit.isdigit() and int(limit) < 1 << 60 and used and used.isdigit():
         room = (int(limit) - int(used)) / 2 ** 20
         free = room if free is None else min(free, room)
     return free
@@ -176,6 +180,7 @@ def prefork(count: int, serve_one) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    oom_kills = _oom_kills()
     for index in range(count):
         start(index)
     while children:
@@ -189,11 +194,29 @@ def prefork(count: int, serve_one) -> None:
         if index is None or stopping:
             continue
         code = os.waitstatus_to_exitcode(status)
+        if code == -signal.SIGKILL and _oom_kills() > oom_kills:
+            # the kernel's OOM killer: the pool ends as a one-process worker would, so
+            # its owner sees why (a container stops with exit 137 and an "oom" event)
+            print(f"straightline worker: process {index} (pid {pid}) was killed for lack of "
+                  f"memory; stopping the pool", file=sys.stderr, flush=True)
+            stop()
+            os._exit(137)
         print(f"straightline worker: process {index} (pid {pid}) exited with {code}; starting "
               f"another", file=sys.stderr, flush=True)
         time.sleep(0.05)   # a process that dies at once must not spin
         start(index)
     os._exit(0)
+
+
+def _oom_kills() -> int:
+    """How many processes the OOM killer has killed in this cgroup, or 0."""
+    text = (_read(os.path.join(_cgroup_dir(), "memory.events"))
+            or _read("/sys/fs/cgroup/memory/memory.oom_control") or "")   # v2, else v1
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill" and value.isdigit():
+            return int(value)
+    return 0
 
 
 def _die_with_parent() -> None:
