@@ -13,16 +13,20 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 
 from . import targets as target_registry
 from .config import settings
-from .errors import PlacementError, StraightLineError, TargetFailure, TargetUnavailable
+from .errors import (PlacementError, StraightLineError, TargetFailure, TargetSaturated,
+                     TargetUnavailable)
 from .packaging import FunctionPackage, encode_request
 from .packaging.payload import code_locations
 from .placement import (MB, Features, Plan, RateEstimator, TargetState, Thresholds,
                         human_bytes)
+from .placement import capacity
+from .placement.policy import MODERATE, PINNED
 from .profile import Profile, profile_call
 from .progress import Progress
 from .remote import rebuild_exception
@@ -91,6 +95,8 @@ class Deployment:
         self._closed = False
         self._code_locations: dict | None = None   # built at the first remote error
         self._panel = None
+        self._service_s: dict[str, float] = {}      # per kind: a warm call's time per item (EWMA)
+        self._cold_counted = weakref.WeakSet()      # target instances whose cold start is counted
 
     # -- public API ------------------------------------------------------------
 
@@ -131,7 +137,8 @@ class Deployment:
             if first is not _NOT_PROFILED:
                 results[0] = first
                 start = 1
-        workers = concurrency or self._map_concurrency()
+        workers, overflow = ((concurrency, tuple(self.allowed)) if concurrency
+                             else self._map_capacity(n - start))
         timeout_s = self.spec.resources.timeout_s
         if chunksize is None:
             chunksize = 1 if timeout_s else max(1, min(256, (n - start) // (workers * 4) or 1))
@@ -142,37 +149,49 @@ class Deployment:
                 f"chunksize out (each call then travels alone) or drop timeout_s")
         chunks = [(i, items[i:i + chunksize]) for i in range(start, n, chunksize)]
         failed: list[tuple[int, BaseException]] = []
-        with Progress(f"{self.name}.map", total=n, enabled=progress) as bar, \
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="straightline-map") as pool:
-            bar.advance(start)
-            futures = {pool.submit(self._send, [(args, kw) for args in chunk], len(chunk), True): (i, chunk)
-                       for i, chunk in chunks}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    i, chunk = futures[fut]
-                    errors = 0
-                    try:
-                        outcomes, decision = fut.result()
-                    except Exception as exc:  # the request failed as a whole, on every target
-                        outcomes, decision, errors = [(False, exc)] * len(chunk), None, len(chunk)
-                        for j in range(len(chunk)):
-                            results[i + j] = exc
-                            failed.append((i + j, exc))
-                    else:
-                        for j, (ok, value) in enumerate(outcomes):
-                            if ok:
-                                results[i + j] = value
-                            else:
-                                exc = self._rebuild(value, decision.target)
+        stop = threading.Event()   # set on an interrupt: nothing more is sent
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="straightline-map")
+        with Progress(f"{self.name}.map", total=n, enabled=progress) as bar:
+            try:
+                bar.advance(start)
+                futures = {pool.submit(self._send, [(args, kw) for args in chunk], len(chunk), True,
+                                       stop, overflow): (i, chunk)
+                           for i, chunk in chunks}
+                pending = set(futures)
+                while pending:
+                    # a bounded wait: the main thread sees Ctrl-C / a kernel interrupt at once
+                    done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        i, chunk = futures[fut]
+                        errors = 0
+                        try:
+                            outcomes, decision = fut.result()
+                        except Exception as exc:  # the request failed as a whole, on every target
+                            outcomes, decision, errors = [(False, exc)] * len(chunk), None, len(chunk)
+                            for j in range(len(chunk)):
                                 results[i + j] = exc
                                 failed.append((i + j, exc))
-                                errors += 1
-                    bar.advance(len(chunk), errors=errors)
-                if failed and not return_exceptions:
-                    for fut in pending:
-                        fut.cancel()
+                        else:
+                            for j, (ok, value) in enumerate(outcomes):
+                                if ok:
+                                    results[i + j] = value
+                                else:
+                                    exc = self._rebuild(value, decision.target)
+                                    results[i + j] = exc
+                                    failed.append((i + j, exc))
+                                    errors += 1
+                        bar.advance(len(chunk), errors=errors)
+                    if failed and not return_exceptions:
+                        for fut in pending:
+                            fut.cancel()
+            except BaseException:
+                # KeyboardInterrupt (Ctrl-C, "interrupt kernel") or any other exit: stop at once.
+                # Queued chunks are dropped and none is sent after this; chunks already running
+                # finish on their target in the background (a running call cannot be recalled).
+                stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         if failed and not return_exceptions:
             index, exc = min(failed, key=lambda f: f[0])
             log.debug("%s.map: %d of %d items failed; raising item %d's error", self.name,
@@ -238,7 +257,9 @@ class Deployment:
             excluded = self._plan.static_excluded.get(kind) if self._plan else None
             overview[kind] = {"state": state, "reason": reason or (excluded or ""),
                               "in_flight": st.in_flight if st else 0,
-                              "concurrency": st.concurrency if st else None,
+                              "waiting": st.waiting if st else 0,
+                              # a target not deployed has no capacity until it is
+                              "concurrency": (st.concurrency if target is not None else 0) if st else None,
                               **(target.describe() if target is not None else {})}
         return overview
 
@@ -374,9 +395,16 @@ class Deployment:
 
     # -- the call path -----------------------------------------------------------
 
-    def _send(self, calls: list, n: int, chunk: bool = False):
-        """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision)."""
+    def _send(self, calls: list, n: int, chunk: bool = False, stop: threading.Event | None = None,
+              overflow: tuple = ()):
+        """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision).
+
+        ``stop``: the map's interrupt; once set, nothing more is sent. ``overflow``: the
+        cold (undeployed) targets a map decided are worth starting (``_map_capacity``);
+        any other busy-vs-cold choice is made per request (``_prefer_waiting``)."""
         self._check_open()
+        if stop is not None and stop.is_set():
+            raise MapStopped()
         segments, total = encode_request(calls)
         size = total // n
         rate = self._rate.observe(count=n)
@@ -385,6 +413,7 @@ class Deployment:
         if self._down_until:
             self._recover_targets(time.monotonic())
         avoid: tuple = ()
+        waited_out: tuple = ()   # busy targets this request waited for longer than expected
         last_failure: TargetFailure | None = None
         rerun: tuple | None = None   # (target, why) of an attempt that may have run
         while True:
@@ -395,10 +424,30 @@ class Deployment:
                     if last_failure is not None:
                         raise last_failure from None
                     raise
+                decision, patience = self._prefer_waiting(plan, decision, n, size,
+                                                          avoid + waited_out, overflow)
                 state = plan.states[decision.target]
                 if decision.queued:
-                    while state.concurrency is not None and state.in_flight >= state.concurrency:
-                        self._cond.wait()
+                    # waits for a slot; a wait chosen over another target (patience) gives up
+                    # once it has lasted as long as going there would have taken
+                    deadline = time.monotonic() + patience if patience is not None else None
+                    state.waiting += 1
+                    try:
+                        while state.concurrency is not None and state.in_flight >= state.concurrency:
+                            if stop is not None and stop.is_set():
+                                raise MapStopped()
+                            left = deadline - time.monotonic() if deadline is not None else None
+                            if left is not None and left <= 0:
+                                break
+                            self._cond.wait(min(0.1, left) if left is not None else
+                                            0.1 if stop is not None else None)
+                    finally:
+                        state.waiting -= 1
+                    if state.concurrency is not None and state.in_flight >= state.concurrency:
+                        waited_out += (decision.target,)
+                        continue   # the wait was longer than expected: decide again
+                if stop is not None and stop.is_set():
+                    raise MapStopped()
                 state.in_flight += 1
             kind = decision.target
             if rerun is not None:   # said only once there is a target to run it again on
@@ -407,13 +456,21 @@ class Deployment:
                 rerun = None
             try:
                 target = self._targets.get(kind) or self._deploy(kind)
-                cold = target.cold
+                cold = self._claim_cold_start(target)
                 t0 = time.perf_counter()
                 body = (target.invoke_chunk if chunk else target.invoke)(
                     segments, total, self.spec.resources.timeout_s)
                 latency = time.perf_counter() - t0
                 if target.last_call_cold is not None:
                     cold = target.last_call_cold
+            except TargetSaturated as exc:
+                # refused, not run: counted as rejected (not a failure) and placed again;
+                # the target is fine, so no health check and no redeploy
+                last_failure = exc
+                self.telemetry.record(kind, decision.branch, decision.fell_back, n, total, 0, 0.0,
+                                      False, "rejected", str(exc).splitlines()[0][:200])
+                avoid += (kind,)
+                continue
             except TargetFailure as exc:
                 last_failure = exc
                 self.telemetry.record(kind, decision.branch, decision.fell_back, n, total, 0, 0.0,
@@ -441,6 +498,9 @@ class Deployment:
                     errors += 1
             self.telemetry.record(kind, decision.branch, decision.fell_back, n, total, len(body),
                                   latency, cold, "error" if errors else "ok")
+            if not cold:   # a warm call's time per item, for the expected waits
+                old = self._service_s.get(kind)
+                self._service_s[kind] = latency / n if old is None else 0.8 * old + 0.2 * latency / n
             self._last_decision = decision
             return outcomes, decision
 
@@ -503,11 +563,99 @@ class Deployment:
                 self._deploy(kind)
 
     def _map_concurrency(self) -> int:
-        total = 0
-        for kind, state in self._get_plan().states.items():
-            if state.available:
-                total += state.concurrency or 8
-        return max(2, min(32, total))
+        return self._map_capacity(0)[0]
+
+    def _map_capacity(self, items: int) -> tuple[int, tuple]:
+        """(requests a map keeps in flight, the cold targets it may start).
+
+        The warm (deployed, available) targets' capacity; a target that is not
+        deployed counts 0, unless the map's work on the warm ones is long enough
+        to pay for its cold start (capacity.worth_adding): then it is started for
+        the map, and its expected capacity joins."""
+        plan = self._get_plan()
+        order = plan.batch_candidates.get(PINNED) or plan.batch_candidates.get(MODERATE) or tuple(plan.states)
+        usable = [kind for kind in order
+                  if plan.states[kind].available and kind not in plan.static_excluded]
+        warm = [kind for kind in usable if kind in self._targets]
+        total = sum(plan.states[kind].concurrency or 8 for kind in warm)
+        if not warm:   # nothing deployed yet: the first choice is started anyway
+            return max(2, min(32, sum(plan.states[k].concurrency or 8 for k in usable[:1]) or 2)), ()
+        overflow = []
+        if items:
+            work_left = items * self._service_time(warm[0]) / max(1, total)
+            for kind in usable:
+                if kind not in self._targets and capacity.worth_adding(work_left, self._cold_start_s(kind)):
+                    overflow.append(kind)
+                    total += self._expected_capacity(kind)
+        return max(2, min(32, total)), tuple(overflow)
+
+    # -- capacity-aware overflow (placement/capacity.py) ----------------------------
+
+    def _service_time(self, kind: str) -> float:
+        """A call's time per item on ``kind``: measured on warm calls, else the profile's."""
+        measured = self._service_s.get(kind)
+        if measured is not None:
+            return measured
+        return (self.profile.runtime_s if self.profile is not None else 0.01) + 0.001
+
+    def _cold_start_s(self, kind: str) -> float:
+        curve = self.calibration.curves.get(kind) if self.calibration is not None else None
+        if curve is not None and curve.cold_start_s is not None:
+            return curve.cold_start_s
+        return capacity.DEFAULT_COLD_START_S.get(kind, 2.0)
+
+    def _transfer_s(self, kind: str, size: int, n: int) -> float:
+        curve = self.calibration.curves.get(kind) if self.calibration is not None else None
+        return curve.per_mb_s * size * n / MB if curve is not None else 0.0
+
+    def _expected_capacity(self, kind: str) -> int:
+        """Calls at once a target not deployed yet would take (its CPUs, as its pool will)."""
+        cpus = target_registry.probe(kind, self._target_options(kind)).capacity.get("cpus")
+        return max(1, int(cpus or 4))
+
+    def _prefer_waiting(self, plan: Plan, decision, n: int, size: int, avoid: tuple, overflow: tuple):
+        """The paper's "local server unavailable" means unavailable, not briefly busy:
+        when the policy passed over a busy warm target, wait for its slot if that
+        is done sooner than its choice (cold start if not deployed, its queue,
+        transfer); called under ``self._cond``. Returns (decision, patience): how
+        long a wait chosen here may last before the request is placed again."""
+        if decision.queued or not decision.passed_over:
+            return decision, None
+        chosen = decision.target
+        for kind, _ in decision.passed_over:
+            st = plan.states[kind]
+            if kind in avoid or not st.available or kind not in self._targets or not st.saturated:
+                continue
+            if chosen in overflow:
+                return decision, None   # the map decided this target is worth starting
+            service = self._service_time(kind) * n
+            wait = capacity.expected_wait_s(st.in_flight, st.waiting, st.concurrency, service)
+            other = plan.states[chosen]
+            deployed = chosen in self._targets
+            other_service = self._service_time(chosen) * n
+            elsewhere = capacity.finish_s(
+                deployed=deployed, cold_start_s=self._cold_start_s(chosen),
+                wait_s=capacity.expected_wait_s(other.in_flight, other.waiting, other.concurrency,
+                                                other_service) if deployed else 0.0,
+                service_s=other_service, transfer_s=self._transfer_s(chosen, size, n))
+            if wait + service <= elsewhere:
+                why = (f"~{wait * 1000:.0f} ms there beats {chosen}'s "
+                       + (f"~{elsewhere * 1000:.0f} ms" if deployed else
+                          f"cold start (~{self._cold_start_s(chosen):.1f} s, not deployed)"))
+                return decision.wait_on(kind, why, note=st.note), max(0.0, elsewhere - service)
+            return decision, None
+        return decision, None
+
+    def _claim_cold_start(self, target: Target) -> bool:
+        """Whether this call is the first on a fresh target instance: counted once
+        per instance, however many calls reach it at the same time."""
+        if not target.cold:
+            return False
+        with self._cond:
+            if target in self._cold_counted:
+                return False
+            self._cold_counted.add(target)
+        return True
 
     def _profile_first_call(self, args, kwargs, capture: bool = False):
         """Without a sample, the first call runs here, profiled, and places the deployment."""
@@ -549,6 +697,10 @@ class Deployment:
 
 
 _NOT_PROFILED = object()
+
+
+class MapStopped(StraightLineError):
+    """A map was interrupted: this chunk was not sent."""
 
 # -- live deployments ------------------------------------------------------------
 

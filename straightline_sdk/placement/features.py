@@ -64,7 +64,8 @@ class TargetState:
     reason: str = ""                 # why it is not available, in words
     limits: Limits = field(default_factory=Limits)
     in_flight: int = 0
-    concurrency: int | None = None   # calls it takes at once; None: unbounded
+    concurrency: int | None = None   # calls it takes at once; None: unbounded (or not deployed)
+    waiting: int = 0                 # requests queued here for a slot
     note: str = ""                   # what the deployed target says about its size (a pool shrunk for memory)
 
     @property

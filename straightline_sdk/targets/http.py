@@ -15,7 +15,7 @@ import select
 import socket
 import threading
 
-from ..errors import CallTimeout, TargetFailure
+from ..errors import CallTimeout, TargetFailure, TargetSaturated
 from ..runtime import wire
 
 
@@ -181,7 +181,7 @@ def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | N
     if response.status == 200:
         return response.body
     if response.status == 503:
-        raise TargetFailure(f"{what} is saturated", target=client.target, may_have_run=False)
+        raise TargetSaturated(f"{what} is saturated", target=client.target)
     raise TargetFailure(f"{what} answered HTTP {response.status}: "
                         f"{bytes(response.body[:500]).decode(errors='replace')}",
                         target=client.target, may_have_run=response.status >= 500)
