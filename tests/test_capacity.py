@@ -97,7 +97,7 @@ def test_a_saturated_worker_is_a_rejection_not_a_failure(monkeypatch, tmp_path):
                               kwargs={"content_type": wire.FRAME_CONTENT_TYPE, "timeout": 30})
     holder.start()
     try:
-        assert wait_until(lambda: local.client.get_json("/health").json()["in_flight"] == 1)
+        assert wait_until(lambda: local.client.get("/health").json()["in_flight"] == 1)
         assert h("go") == "go"                 # refused with 503 by the worker, run on Docker
     finally:
         release.touch()

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import math
 
-from .features import CLUSTER, CONTAINER, LOCAL, SERVERLESS
+from .tiers import CLUSTER, CONTAINER, LOCAL, SERVERLESS, tier_of
 
-#: cold start (deploy + first answer) by kind, until calibration measured one:
+#: cold start (deploy + first answer) by tier, until calibration measured one:
 #: the figures of docs/benchmarks.md (deploy.py) on a 2-core machine, rounded up
 DEFAULT_COLD_START_S = {LOCAL: 0.2, CONTAINER: 2.0, SERVERLESS: 2.0, CLUSTER: 1.5}
+
+
+def default_cold_start_s(kind: str) -> float:
+    """A kind's cold start before any was measured (its tier's figure)."""
+    return DEFAULT_COLD_START_S.get(tier_of(kind), 2.0)
 
 
 def expected_wait_s(in_flight: int, waiting: int, capacity: int | None, service_s: float) -> float:

@@ -20,10 +20,10 @@ from __future__ import annotations
 import base64
 import os
 
-from . import execute
+from . import execute, wire
 
 PAYLOAD_FILE = "straightline_function.pkl"
-MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"
+MAX_RESULT_ENV = wire.MAX_RESULT_ENV
 
 _function = None
 _load_error: dict | None = None

@@ -33,7 +33,25 @@ ALIGN = 64
 # entry and padding, which only pays off for large buffers.
 OUT_OF_BAND_MIN = 64 * 1024
 FRAME_CONTENT_TYPE = "application/x-straightline-frame"
-TOKEN_ENV = "STRAIGHTLINE_TOKEN"
+
+# The worker's HTTP endpoints (runtime/worker.py serves them, targets/http.py calls them).
+INVOKE_PATH = "/invoke"      # POST a request frame, get a response frame
+JSON_PATH = "/json"          # POST {"args": [...], "kwargs": {...}}, get {"result": ...}
+HEALTH_PATH = "/health"      # GET: {"ok": true, ...}
+
+# The environment a worker is started with (the local target, the Docker image).
+TOKEN_ENV = "STRAIGHTLINE_TOKEN"                  # the bearer token every request must carry
+FUNCTION_ENV = "STRAIGHTLINE_FUNCTION"            # path of the cloudpickled function
+NAME_ENV = "STRAIGHTLINE_NAME"                    # the deployment's name (for logs)
+CONCURRENCY_ENV = "STRAIGHTLINE_CONCURRENCY"      # calls run at once
+HOST_ENV = "STRAIGHTLINE_HOST"                    # where to listen ...
+PORT_ENV = "STRAIGHTLINE_PORT"                    # ... when no socket is inherited
+LISTEN_FD_ENV = "STRAIGHTLINE_LISTEN_FD"          # an inherited listening socket
+LISTEN_FDS_ENV = "STRAIGHTLINE_LISTEN_FDS"        # several, one per pool process (comma-separated)
+PROCESSES_ENV = "STRAIGHTLINE_PROCESSES"          # pool processes (runtime/pool.py)
+THREADS_ENV = "STRAIGHTLINE_THREADS"              # calls each pool process runs at once
+PARENT_PID_ENV = "STRAIGHTLINE_PARENT_PID"        # exit when this process is gone
+MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"  # Lambda: the largest response frame
 
 ECHO = "straightline-echo"
 

@@ -181,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if not self._authorized():
             return
-        if self.path != "/health":
+        if self.path != wire.HEALTH_PATH:
             self._send_json(404, {"error": f"no such endpoint: GET {self.path}"})
             return
         w = self.worker
@@ -195,9 +195,9 @@ class Handler(BaseHTTPRequestHandler):
         body = self._read_body()  # read first so the connection stays usable on refusal
         if not self._authorized():
             return
-        if self.path == "/invoke":
+        if self.path == wire.INVOKE_PATH:
             self._invoke(body)
-        elif self.path == "/json":
+        elif self.path == wire.JSON_PATH:
             self._invoke_json(body)
         else:
             self._send_json(404, {"error": f"no such endpoint: POST {self.path}"})
@@ -291,16 +291,16 @@ def main() -> None:
     token = os.environ.get(wire.TOKEN_ENV, "")
     if not token:
         sys.exit("straightline worker: STRAIGHTLINE_TOKEN is not set; refusing to serve without a token")
-    parent = os.environ.get("STRAIGHTLINE_PARENT_PID")
+    parent = os.environ.get(wire.PARENT_PID_ENV)
     if parent:
         _watch_parent(int(parent))
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
-    with open(os.environ["STRAIGHTLINE_FUNCTION"], "rb") as f:
+    with open(os.environ[wire.FUNCTION_ENV], "rb") as f:
         fn = execute.load_function(f.read())
     listeners = _listeners()
     ports = [sock.getsockname()[1] for sock in listeners]
-    threads = int(os.environ.get("STRAIGHTLINE_THREADS") or os.environ.get("STRAIGHTLINE_CONCURRENCY") or 4)
-    name = os.environ.get("STRAIGHTLINE_NAME", "")
+    threads = int(os.environ.get(wire.THREADS_ENV) or os.environ.get(wire.CONCURRENCY_ENV) or 4)
+    name = os.environ.get(wire.NAME_ENV, "")
 
     def serve_one(index: int) -> None:
         for i, sock in enumerate(listeners):
@@ -319,13 +319,13 @@ def main() -> None:
 def _listeners() -> list[socket.socket]:
     """The pool's listening sockets: inherited (local target), or bound here on
     consecutive ports from STRAIGHTLINE_PORT (a container), one per process."""
-    fds = os.environ.get("STRAIGHTLINE_LISTEN_FDS") or os.environ.get("STRAIGHTLINE_LISTEN_FD")
+    fds = os.environ.get(wire.LISTEN_FDS_ENV) or os.environ.get(wire.LISTEN_FD_ENV)
     if fds:
         return [socket.socket(fileno=int(fd)) for fd in fds.split(",")]
-    host = os.environ.get("STRAIGHTLINE_HOST", "127.0.0.1")
-    port = int(os.environ.get("STRAIGHTLINE_PORT", "0"))
+    host = os.environ.get(wire.HOST_ENV, "127.0.0.1")
+    port = int(os.environ.get(wire.PORT_ENV, "0"))
     listeners = []
-    for i in range(max(1, int(os.environ.get("STRAIGHTLINE_PROCESSES") or 1))):
+    for i in range(max(1, int(os.environ.get(wire.PROCESSES_ENV) or 1))):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port + i if port else 0))

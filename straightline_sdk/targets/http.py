@@ -113,8 +113,11 @@ class WorkerClient:
             self._idle.append(conn)
         return response
 
-    def get_json(self, path: str, timeout: float = 5.0, authorize: bool = True):
+    def get(self, path: str, timeout: float = 5.0, authorize: bool = True) -> HTTPResponse:
+        """GET ``path``; the response (``.status``, ``.body``, ``.json()``)."""
         return self.request("GET", path, timeout=timeout, authorize=authorize)
+
+    get_json = get   # the name it had; it returns the response, not JSON
 
     def close(self) -> None:
         with self._lock:
@@ -149,8 +152,11 @@ class WorkerPoolClient:
             with self._lock:
                 in_flight[index] -= 1
 
-    def get_json(self, path: str, timeout: float = 5.0, authorize: bool = True):
-        return self.members[0].request("GET", path, timeout=timeout, authorize=authorize)
+    def get(self, path: str, timeout: float = 5.0, authorize: bool = True) -> HTTPResponse:
+        """A GET to the first process (health: it answers for the pool)."""
+        return self.members[0].get(path, timeout=timeout, authorize=authorize)
+
+    get_json = get
 
     def close(self) -> None:
         for member in self.members:
@@ -170,7 +176,7 @@ def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | N
     worker in errors ("the local worker"); ``dead()`` says why it is gone (a
     TargetFailure) or None, and is asked only when the connection fails."""
     try:
-        response = client.request("POST", "/invoke", segments, total,
+        response = client.request("POST", wire.INVOKE_PATH, segments, total,
                                   content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout)
     except TargetFailure as exc:
         failure = dead()
@@ -195,7 +201,7 @@ def worker_health(client: WorkerClient | None, dead=lambda: None) -> tuple[bool,
     if client is None:
         return False, "not deployed"
     try:
-        response = client.get_json("/health", timeout=5.0)
+        response = client.get(wire.HEALTH_PATH, timeout=5.0)
     except TargetFailure as exc:
         return False, str(exc)
     if response.status != 200:

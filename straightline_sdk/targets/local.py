@@ -8,10 +8,6 @@ process (no port race); the client sends each call to the least busy process.
 It watches its parent and exits with it, and runs in its own session so a
 notebook interrupt (SIGINT) does not kill it mid-call. Its output goes to a log
 file (``h.logs()``).
-
-Options: ``processes`` and ``threads`` (per process) override the sizing;
-``concurrency`` (calls at once, the older option) sets the threads per process
-so that the pool takes that many.
 """
 
 from __future__ import annotations
@@ -25,13 +21,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
+from typing import ClassVar
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
 from ..runtime import execute, pool, wire
-from .base import Probe, Target
+from .base import Probe, Reply, Target
+from .options import TargetOptions
 from .http import WorkerClient, invoke_worker, pool_client, worker_health
 
 
@@ -40,21 +39,38 @@ def _available_memory_mb() -> int | None:
     return int(free) if free is not None else None
 
 
-def worker_pool_size(spec, cpus: float, free_memory_mb: float | None) -> tuple[int, int, str]:
-    """(processes, threads each, note) for a worker of ``spec`` given the CPUs and
-    memory it gets: the options first, then the profile (runtime/pool.py)."""
-    options = spec.options
-    profile = spec.profile
+def worker_pool_size(options, profile, cpus: float,
+                     free_memory_mb: float | None) -> tuple[int, int, str]:
+    """(processes, threads each, note) for a worker pool given the CPUs and memory
+    it gets: the options (``processes``, ``threads``, ``concurrency``) first, then
+    the deployment's profile (runtime/pool.py)."""
     waits = pool.io_bound(profile.runtime_s, getattr(profile, "cpu_s", None),
                           getattr(profile, "cpu_wait_s", 0.0)) if profile else None
-    processes = int(options["processes"]) if options.get("processes") else None
-    threads = int(options["threads"]) if options.get("threads") else None
-    if threads is None and options.get("concurrency"):
+    processes, threads = options.processes, options.threads
+    if threads is None and options.concurrency:
         wanted = processes or max(1, math.ceil(cpus - 1e-9))
-        threads = max(1, math.ceil(int(options["concurrency"]) / wanted))
+        threads = max(1, math.ceil(options.concurrency / wanted))
     return pool.pool_size(cpus, waits=waits, free_memory_mb=free_memory_mb,
                           peak_memory_mb=profile.peak_memory_mb if profile else 0.0,
                           processes=processes, threads=threads)
+
+
+@dataclass(frozen=True)
+class LocalOptions(TargetOptions):
+    """The local target's options (``configure(options={"local": {...}})``,
+    ``STRAIGHTLINE_LOCAL_<OPTION>``, ``[tool.straightline.options.local]``)."""
+
+    kind: ClassVar[str] = "local"
+
+    processes: int | None = None       # pool processes; default the CPUs this process may use
+    threads: int | None = None         # calls each process runs at once; default from the profile
+    concurrency: int | None = None     # calls at once (older option): sets the threads to match
+    host: str = "127.0.0.1"            # where the worker listens
+    port: int = 0                      # 0: a free port
+    start_timeout_s: float = 30.0      # how long the worker may take to answer
+
+
+Options = LocalOptions
 
 
 class LocalTarget(Target):
@@ -62,8 +78,9 @@ class LocalTarget(Target):
 
     def __init__(self, spec, progress=None):
         super().__init__(spec, progress)
+        self.options = LocalOptions.parse(spec.options)
         self.processes, self.threads, self.pool_note = worker_pool_size(
-            spec, pool.usable_cpus(), pool.available_memory_mb())
+            self.options, spec.profile, pool.usable_cpus(), pool.available_memory_mb())
         self.concurrency = self.processes * self.threads
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
@@ -77,8 +94,8 @@ class LocalTarget(Target):
         return Probe(True, limits=Limits(
             max_memory_mb=memory, cpus=cpus, gpus=0,
             pythons=frozenset({sys.version_info[:2]}),
-            sources=("this machine: MemAvailable in /proc/meminfo and the cgroup's memory.max; "
-                     "CPUs from os.sched_getaffinity and the cgroup's cpu.max",),
+            sources=("this machine: MemAvailable in /proc/meminfo and the cgroup's memory limit; "
+                     "CPUs from os.sched_getaffinity and the cgroup's CPU quota",),
         ), capacity={"memory_mb": memory, "cpus": cpus, "gpus": 0})
 
     @property
@@ -91,13 +108,12 @@ class LocalTarget(Target):
         fd = os.open(function_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(self.spec.package.payload)
-        host = self.spec.options.get("host", "127.0.0.1")
-        base_port = int(self.spec.options.get("port", 0))
+        host = self.options.host
         listeners = []
         for i in range(self.processes):   # one address per pool process (runtime/pool.py)
             listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind((host, base_port + i if base_port else 0))
+            listener.bind((host, self.options.port + i if self.options.port else 0))
             listener.listen(128)
             listeners.append(listener)
         ports = [listener.getsockname()[1] for listener in listeners]
@@ -105,11 +121,11 @@ class LocalTarget(Target):
         env = dict(os.environ)
         env.update({
             wire.TOKEN_ENV: self.spec.token,
-            "STRAIGHTLINE_FUNCTION": function_path,
-            "STRAIGHTLINE_NAME": self.spec.name,
-            "STRAIGHTLINE_LISTEN_FDS": ",".join(map(str, fds)),
-            "STRAIGHTLINE_THREADS": str(self.threads),
-            "STRAIGHTLINE_PARENT_PID": str(os.getpid()),
+            wire.FUNCTION_ENV: function_path,
+            wire.NAME_ENV: self.spec.name,
+            wire.LISTEN_FDS_ENV: ",".join(map(str, fds)),
+            wire.THREADS_ENV: str(self.threads),
+            wire.PARENT_PID_ENV: str(os.getpid()),
             # the worker resolves modules as this process does
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
             "PYTHONUNBUFFERED": "1",
@@ -124,7 +140,7 @@ class LocalTarget(Target):
             listener.close()  # the worker holds its own copies
         self.client = pool_client(host if host != "0.0.0.0" else "127.0.0.1", ports,
                                   self.spec.token, target=self.kind)
-        self._wait_ready(float(self.spec.options.get("start_timeout_s", 30)))
+        self._wait_ready(self.options.start_timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
         @retry(stop=stop_after_delay(timeout_s), wait=wait_exponential(0.01, max=0.5),
@@ -172,8 +188,7 @@ class LocalTarget(Target):
         except CallTimeout as exc:
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
-        self.cold = False
-        return body
+        return Reply(body, cold=self._first_answer())
 
     def _replace_worker(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function
