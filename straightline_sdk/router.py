@@ -34,6 +34,8 @@ log = logging.getLogger("straightline")
 
 #: a target that failed is left alone this long before it may be chosen again
 DOWN_FOR_S = 10.0
+#: the most requests a map keeps in flight (threads here; the targets' capacity decides below it)
+MAP_MAX_IN_FLIGHT = 64
 
 
 class MapStopped(StraightLineError):
@@ -155,7 +157,8 @@ class Router:
         warm = [kind for kind in usable if kind in self._targets]
         total = sum(plan.states[kind].concurrency or 8 for kind in warm)
         if not warm:   # nothing deployed yet: the first choice is started anyway
-            return max(2, min(32, sum(plan.states[k].concurrency or 8 for k in usable[:1]) or 2)), ()
+            return max(2, min(MAP_MAX_IN_FLIGHT, sum(plan.states[k].concurrency or 8
+                                                      for k in usable[:1]) or 2)), ()
         overflow = []
         if items:
             work_left = items * self.service_time(warm[0]) / max(1, total)
@@ -163,7 +166,7 @@ class Router:
                 if kind not in self._targets and capacity.worth_adding(work_left, self.cold_start_s(kind)):
                     overflow.append(kind)
                     total += self._expected_capacity(kind)
-        return max(2, min(32, total)), tuple(overflow)
+        return max(2, min(MAP_MAX_IN_FLIGHT, total)), tuple(overflow)
 
     # -- capacity-aware overflow (placement/capacity.py) ----------------------------
 

@@ -33,10 +33,10 @@ import signal
 import sys
 import time
 
-#: the threads per process for a function that mostly waits; with two or more
-#: processes each gets its share of this many, so a pool holds at least as many
-#: waiting calls as a 32-thread ThreadPoolExecutor
-IO_SLOTS = 32
+#: the calls at once of a pool for a function that mostly waits, shared out over
+#: its processes as threads: a waiting call costs a thread's stack, not a CPU,
+#: and a map of 50 ms waits then runs in one wave where a 32-thread pool needs two
+IO_SLOTS = 64
 #: below this share of its wall time on the CPU, a function counts as waiting
 IO_BOUND_CPU_SHARE = 0.5
 #: an interpreter with the runtime loaded, before the function's own memory
