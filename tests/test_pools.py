@@ -55,7 +55,7 @@ def test_a_waiting_function_gets_threads_in_each_process():
 def test_pool_size_from_cpus_profile_and_memory():
     assert pool.pool_size(4, waits=False) == (4, 1, "")
     assert pool.pool_size(1.5, waits=False)[:2] == (2, 1)       # a 1.5-CPU quota: two processes
-    assert pool.pool_size(2, waits=True)[:2] == (2, 16)
+    assert pool.pool_size(2, waits=True)[:2] == (2, pool.IO_SLOTS // 2)
     processes, threads, note = pool.pool_size(8, waits=False, peak_memory_mb=1000, free_memory_mb=3000)
     assert processes == 2 and "shrunk from 8 to 2" in note and "1000 MB peak" in note
     assert pool.pool_size(8, waits=False, processes=3, threads=2)[:2] == (3, 2)
