@@ -435,6 +435,7 @@ class Router:
             states[kind] = TargetState(
                 kind, pr.available, reason, pr.limits, in_flight=old.in_flight if old else 0,
                 concurrency=deployed.concurrency if deployed else None,
+                tier=target_registry.tier_of(kind),
                 note=getattr(deployed, "pool_note", "") if deployed else "")
         self._states = states
         return states

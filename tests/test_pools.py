@@ -94,10 +94,11 @@ def test_a_large_closure_is_shared_by_the_pool_not_copied():
     assert h.map(range(8)) == [1.0] * 8
     supervisor = psutil.Process(h.deployed_targets["local"].pid)
     children = supervisor.children()
-    assert len(children) == 2
+    assert len(children) == 2, [(c.pid, c.status()) for c in children]
     for child in children:
         # unique memory: what this process holds alone; the array's pages are shared
-        assert child.memory_full_info().uss < 100 * 2 ** 20
+        uss = child.memory_full_info().uss
+        assert uss < 100 * 2 ** 20, f"process {child.pid} holds {uss / 2 ** 20:.0f} MB of its own"
 
 
 def test_a_pool_process_that_dies_is_replaced_and_calls_go_on():
