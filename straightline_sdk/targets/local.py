@@ -81,7 +81,8 @@ class LocalTarget(Target):
         self.options = LocalOptions.parse(spec.options)
         self.processes, self.threads, self.pool_note = worker_pool_size(
             self.options, spec.profile, pool.usable_cpus(), pool.available_memory_mb())
-        self.concurrency = self.processes * self.threads
+        # the older `concurrency` option is a number of calls at once: held to exactly
+        self.concurrency = min(self.processes * self.threads, self.options.concurrency or 1 << 30)
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
         self._dir: str | None = None

@@ -164,7 +164,8 @@ class DockerTarget(Target):
         memory = resources.memory_mb or (int(info.get("MemTotal", 0)) // MB or None)
         self.processes, self.threads, self.pool_note = worker_pool_size(
             self.options, self.spec.profile, cpus, memory)
-        self.concurrency = self.processes * self.threads
+        # the older `concurrency` option is a number of calls at once: held to exactly
+        self.concurrency = min(self.processes * self.threads, self.options.concurrency or 1 << 30)
 
         base = self.options.base_image or docker_context.default_base_image()
         base_id = self._base_image_id(base)
