@@ -24,11 +24,13 @@ class CallRecord:
     response_bytes: int
     latency_s: float
     cold: bool
-    outcome: str             # "ok", "error" (the function raised), "failed" (the target failed)
+    outcome: str             # "ok", "error" (the function raised), "failed" (the target failed),
+                             # "rejected" (the target was saturated: it did not run, placed again)
     detail: str = ""         # the error, briefly
 
 
-_COUNTERS = ("requests", "calls", "errors", "failures", "cold_starts", "bytes_sent", "bytes_received")
+_COUNTERS = ("requests", "calls", "errors", "failures", "rejected", "cold_starts", "bytes_sent",
+             "bytes_received")
 
 
 class Telemetry:
@@ -49,7 +51,11 @@ class Telemetry:
             t = self.totals.get(target)
             if t is None:
                 t = self.totals[target] = dict.fromkeys(_COUNTERS, 0)
-            t["requests"] += 1
+            if outcome == "rejected":   # refused, not run: neither a request served nor a failure
+                t["rejected"] += 1
+                items = request_bytes = 0
+            else:
+                t["requests"] += 1
             t["calls"] += items
             t["bytes_sent"] += request_bytes
             t["bytes_received"] += response_bytes
@@ -82,7 +88,8 @@ class Telemetry:
             totals = {k: dict(v) for k, v in self.totals.items()}
             records = list(self.records)
         for target, t in totals.items():
-            latencies = sorted(r.latency_s for r in records if r.target == target and r.outcome != "failed")
+            latencies = sorted(r.latency_s for r in records
+                               if r.target == target and r.outcome not in ("failed", "rejected"))
             t["p50_ms"] = _percentile(latencies, 0.50) * 1000 if latencies else None
             t["p95_ms"] = _percentile(latencies, 0.95) * 1000 if latencies else None
         return totals
