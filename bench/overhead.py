@@ -20,6 +20,13 @@ result is as large). Variants:
 Trivial calls alternate between variants in rounds, so a noisy neighbour hits all alike.
 Goals (issues 2 and 8): local call <= 0.2x a Ray task and <= 1.5x the raw floor
 (printed against both floors); 10 MB <= 1.0x a Ray task; map throughput >= 3x Ray tasks.
+
+Then (issue 12, bench/workload_maps.py, --no-workload-maps leaves it out): a CPU-bound
+map of ~20 ms pure-Python items and an I/O-bound map of 50 ms sleeps on the local,
+Docker and Ray targets next to a plain loop, multiprocessing.Pool,
+ThreadPoolExecutor(32), joblib (loky) and Ray tasks. Goals: CPU-bound >= 0.9x
+multiprocessing.Pool (local) and >= 0.9x Ray tasks (Ray); I/O-bound >= 0.9x the
+32-thread pool (local).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import sys
 import time
 
 import common  # this script's folder is on sys.path
+import workload_maps
 
 import numpy
 
@@ -281,6 +289,8 @@ def main() -> None:
     p = common.parser(__doc__)
     p.add_argument("--no-lithops", action="store_true", help="leave Lithops out (slow)")
     p.add_argument("--lithops-child", help=argparse.SUPPRESS)
+    p.add_argument("--no-workload-maps", action="store_true",
+                   help="leave out the CPU-bound and I/O-bound maps (bench/workload_maps.py)")
     args = p.parse_args()
     if args.lithops_child:
         return lithops_child(json.loads(args.lithops_child))
@@ -335,6 +345,9 @@ def main() -> None:
             add("Ray task", lambda: RayTask(ray))
             add("Ray actor", lambda: RayActor(ray))
     try:
+        # -- maps of real work: CPU-bound and I/O-bound items (issue 12) ----------------
+        if not args.no_workload_maps:
+            workload_maps.run(report, quick=args.quick, dry_run=args.dry_run, ray=ray)
         # -- trivial calls, alternating rounds ----------------------------------------
         samples = {c: [] for c in variants}
         print(f"\ntrivial calls: {calls} per variant in {rounds} rounds", flush=True)

@@ -49,6 +49,15 @@ class TargetFailure(TargetUnavailable):
         self.may_have_run = may_have_run
 
 
+class TargetSaturated(TargetFailure):
+    """The target refused the call because every slot was busy (a worker's 503,
+    Lambda throttling after its retries). The call did not run; the router counts
+    it as *rejected*, not as a failure of the target, and places it again."""
+
+    def __init__(self, message: str, *, target: str | None = None, hint: str | None = None):
+        super().__init__(message, target=target, hint=hint, may_have_run=False)
+
+
 class PayloadTooLarge(PlacementError):
     """A request or result exceeds what the chosen target accepts."""
 

@@ -102,6 +102,8 @@ class Deployment:
         With ``return_exceptions=True`` a failed item's exception takes its place
         in the list and every other item's result is kept. Otherwise the first
         failure stops the map and is raised (items already sent still finish).
+        Ctrl-C (or a kernel interrupt) stops it at once: nothing more is sent, and
+        the items already running finish on their target.
         Items travel in chunks (``chunksize``) so small calls are not dominated by
         per-request overhead. With ``Resources(timeout_s=)`` each call travels alone:
         the limit is per call, and a chunk's calls run one after another.
@@ -122,7 +124,8 @@ class Deployment:
             if first is not _NOT_PROFILED:
                 results[0] = first
                 start = 1
-        workers = concurrency or self.router.map_concurrency()
+        workers, overflow = ((concurrency, tuple(self.allowed)) if concurrency
+                             else self.router.map_capacity(n - start))
         timeout_s = self.spec.resources.timeout_s
         if chunksize is None:
             chunksize = 1 if timeout_s else max(1, min(256, (n - start) // (workers * 4) or 1))
@@ -133,43 +136,55 @@ class Deployment:
                 f"chunksize out (each call then travels alone) or drop timeout_s")
         chunks = [(i, items[i:i + chunksize]) for i in range(start, n, chunksize)]
         failed: list[tuple[int, BaseException]] = []
-        with Progress(f"{self.name}.map", total=n, enabled=progress) as bar, \
-                ThreadPoolExecutor(max_workers=workers, thread_name_prefix="straightline-map") as pool:
-            bar.advance(start)
-            futures = {pool.submit(self.router.send, [(args, kw) for args in chunk], len(chunk), True): (i, chunk)
-                       for i, chunk in chunks}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in done:
-                    i, chunk = futures[fut]
-                    errors = 0
-                    try:
-                        outcomes, decision = fut.result()
-                    except Exception as exc:  # the request failed as a whole, on every target
-                        outcomes, decision, errors = [(False, exc)] * len(chunk), None, len(chunk)
-                        for j in range(len(chunk)):
-                            results[i + j] = exc
-                            failed.append((i + j, exc))
-                    else:
-                        for j, outcome in enumerate(outcomes):
-                            ok, value, meta = call_output.split(outcome)
-                            if meta.get("output") or meta.get("truncated"):
-                                with bar.printing():   # a terminal bar steps aside for the lines
-                                    call_output.show(meta, decision.target,
-                                                     index=first_index + i + j,
-                                                     locate=self._locate_code)
-                            if ok:
-                                results[i + j] = value
-                            else:
-                                exc = self._rebuild(value, decision.target)
+        stop = threading.Event()   # set on an interrupt: nothing more is sent
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="straightline-map")
+        with Progress(f"{self.name}.map", total=n, enabled=progress) as bar:
+            try:
+                bar.advance(start)
+                futures = {pool.submit(self.router.send, [(args, kw) for args in chunk], len(chunk),
+                                       True, stop, overflow): (i, chunk)
+                           for i, chunk in chunks}
+                pending = set(futures)
+                while pending:
+                    # a bounded wait: the main thread sees Ctrl-C / a kernel interrupt at once
+                    done, pending = wait(pending, timeout=0.1, return_when=FIRST_EXCEPTION)
+                    for fut in done:
+                        i, chunk = futures[fut]
+                        errors = 0
+                        try:
+                            outcomes, decision = fut.result()
+                        except Exception as exc:  # the request failed as a whole, on every target
+                            outcomes, decision, errors = [(False, exc)] * len(chunk), None, len(chunk)
+                            for j in range(len(chunk)):
                                 results[i + j] = exc
                                 failed.append((i + j, exc))
-                                errors += 1
-                    bar.advance(len(chunk), errors=errors)
-                if failed and not return_exceptions:
-                    for fut in pending:
-                        fut.cancel()
+                        else:
+                            for j, outcome in enumerate(outcomes):
+                                ok, value, meta = call_output.split(outcome)
+                                if meta.get("output") or meta.get("truncated"):
+                                    with bar.printing():   # a terminal bar steps aside for the lines
+                                        call_output.show(meta, decision.target,
+                                                         index=first_index + i + j,
+                                                         locate=self._locate_code)
+                                if ok:
+                                    results[i + j] = value
+                                else:
+                                    exc = self._rebuild(value, decision.target)
+                                    results[i + j] = exc
+                                    failed.append((i + j, exc))
+                                    errors += 1
+                        bar.advance(len(chunk), errors=errors)
+                    if failed and not return_exceptions:
+                        for fut in pending:
+                            fut.cancel()
+            except BaseException:
+                # KeyboardInterrupt (Ctrl-C, "interrupt kernel") or any other exit: stop at once.
+                # Queued chunks are dropped and none is sent after this; chunks already running
+                # finish on their target in the background (a running call cannot be recalled).
+                stop.set()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            pool.shutdown(wait=True)
         if failed and not return_exceptions:
             index, exc = min(failed, key=lambda f: f[0])
             log.debug("%s.map: %d of %d items failed; raising item %d's error", self.name,
@@ -212,6 +227,7 @@ class Deployment:
     def use_calibration(self, calibration) -> None:
         """Adopt a Calibration's thresholds (``straightline.calibrate`` calls this)."""
         self.calibration = calibration
+        self.router.calibration = calibration   # measured cold starts: capacity-aware overflow
         self.router.use_thresholds(calibration.thresholds if calibration is not None else None)
 
     @property
@@ -402,6 +418,7 @@ class Deployment:
 
     def set_profile(self, profile: Profile) -> None:
         self.profile = profile
+        self.router.profile = profile   # sizes the worker pools of targets deployed from now on
         self.router.set_features(self._static_features())
 
     def deploy_initial(self) -> None:

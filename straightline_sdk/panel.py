@@ -279,7 +279,8 @@ class Panel:
     def _targets_html(self, overview: dict, stats: dict, closed: bool) -> str:
         head = ("<tr style='border-bottom:1px solid #d0d0d0'>"
                 + "".join(f"<th style='{_CELL if i < 2 else _NUM}'>{h}</th>" for i, h in enumerate(
-                    ("target", "state", "calls", "errors", "failures", "p50", "p95", "sent", "received")))
+                    ("target", "state", "calls", "errors", "failures", "rejected", "p50", "p95", "sent",
+                     "received")))
                 + f"<th style='{_CELL}'>details</th></tr>")
         rows = []
         for kind, info in overview.items():
@@ -296,6 +297,7 @@ class Panel:
                 ("calls", str(st.get("calls", 0)), _NUM),
                 ("errors", str(st.get("errors", 0)), _NUM),
                 ("failures", str(st.get("failures", 0)), _NUM),
+                ("rejected", str(st.get("rejected", 0)), _NUM),   # saturated: not run, placed again
                 ("p50", _ms(st.get("p50_ms")), _NUM),
                 ("p95", _ms(st.get("p95_ms")), _NUM),
                 ("sent", human_bytes(st.get("bytes_sent", 0)), _NUM),
@@ -389,14 +391,16 @@ class Panel:
         rows = []
         for r in reversed(records):
             outcome = r.outcome + (" (cold)" if r.cold else "") + (" (fell back)" if r.fell_back else "")
-            color = {"ok": "#2e7d32", "error": "#ef6c00", "failed": "#c62828"}.get(r.outcome, "#000")
+            color = {"ok": "#2e7d32", "error": "#ef6c00", "failed": "#c62828",
+                     "rejected": "#757575"}.get(r.outcome, "#000")
             title = f" title='{_esc(r.detail)}'" if r.detail else ""
             cells = [
                 ("time", time.strftime("%H:%M:%S", time.localtime(r.time)) + f".{int(r.time * 1000) % 1000:03d}", _CELL),
                 ("target", _esc(r.target), _CELL),
                 ("items", str(r.items), _NUM),
                 ("size", human_bytes(r.request_bytes), _NUM),
-                ("latency", _ms(r.latency_s * 1000) if r.outcome != "failed" else "–", _NUM),
+                ("latency", _ms(r.latency_s * 1000) if r.outcome not in ("failed", "rejected") else "–",
+                 _NUM),
                 *self._breakdown_cells(r),
                 ("outcome", f"<span style='color:{color}'{title}>{_esc(outcome)}</span>", _NUM),
             ]

@@ -21,11 +21,26 @@ class Profile:
     peak_memory_mb: float
     request_bytes: int
     result_bytes: int
+    # CPU time of the call's thread: far below runtime_s means it mostly waited
+    # (I/O, sleep, code that releases the GIL), and the worker pool gives it threads
+    cpu_s: float | None = None
+    # time the thread was ready but waited for a CPU (a busy machine): not waiting
+    # on I/O, so it is left out of that comparison (Linux; 0 elsewhere)
+    cpu_wait_s: float = 0.0
 
     def __str__(self):
         from .placement import human_bytes
         return (f"{self.runtime_s * 1000:.1f} ms, peak {self.peak_memory_mb:.1f} MB, "
                 f"request {human_bytes(self.request_bytes)}, result {human_bytes(self.result_bytes)}")
+
+
+def _run_queue_wait() -> float:
+    """Seconds this thread has spent runnable but not running (schedstat), or 0."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def profile_call(fn, args: tuple, kwargs: dict):
@@ -40,10 +55,14 @@ def profile_call(fn, args: tuple, kwargs: dict):
         tracemalloc.start()
     tracemalloc.reset_peak()
     base, _ = tracemalloc.get_traced_memory()
+    q0 = _run_queue_wait()
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     try:
         result = fn(*args, **kwargs)
         runtime = time.perf_counter() - t0
+        cpu = time.thread_time() - c0
+        cpu_wait = max(0.0, _run_queue_wait() - q0)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         if started_tracing:
@@ -52,7 +71,8 @@ def profile_call(fn, args: tuple, kwargs: dict):
         _, result_bytes = wire.encode([(True, result)])
     except Exception:
         result_bytes = 0  # reported when a real call tries to send it back
-    return Profile(runtime, max(0, peak - base) / 2 ** 20, request_bytes, result_bytes), result
+    return Profile(runtime, max(0, peak - base) / 2 ** 20, request_bytes, result_bytes, cpu,
+                   min(cpu_wait, runtime)), result
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,11 @@ from dataclasses import replace
 from . import output as call_output
 from . import targets as target_registry
 from .config import settings
-from .errors import PlacementError, StraightLineError, TargetFailure, TargetUnavailable
-from .placement import Decision, Features, Plan, RateEstimator, TargetState, Thresholds
+from .errors import (PlacementError, StraightLineError, TargetFailure, TargetSaturated,
+                     TargetUnavailable)
+from .placement import MB, Decision, Features, Plan, RateEstimator, TargetState, Thresholds
+from .placement import capacity
+from .placement.policy import MODERATE, PINNED
 from .progress import Progress
 from .protocol import decode_response, encode_request
 from .targets.base import DeploySpec, Target
@@ -37,6 +40,12 @@ FINAL_LOG_LINES = 500
 #: targets whose runtime does not echo captured output into their own log (Ray
 #: streams its workers' output to the driver: echoing would print it twice)
 KEEPS_OUTPUT_HERE = ("ray",)
+#: the most requests a map keeps in flight (threads here; the targets' capacity decides below it)
+MAP_MAX_IN_FLIGHT = 64
+
+
+class MapStopped(StraightLineError):
+    """A map was interrupted: this chunk was not sent."""
 
 
 class Router:
@@ -69,6 +78,9 @@ class Router:
         self._locate_code = locate_code        # names the files of code shipped by value
         self.output_log = call_output.OutputLog()   # captured output kept here (Ray's h.logs())
         self.final_logs: dict[str, str] = {}   # each target's log, kept at its teardown
+        self.profile = None        # the deployment's Profile: sizes the targets' worker pools
+        self.calibration = None    # measured cold starts and transfer costs, when calibrated
+        self._service_s: dict[str, float] = {}   # per kind: a warm call's time per item (EWMA)
 
     # -- what the handle (and calibration, the panel) read and set -------------------
 
@@ -135,16 +147,98 @@ class Router:
             excluded = self._plan.static_excluded.get(kind) if self._plan else None
             overview[kind] = {"state": state, "reason": reason or (excluded or ""),
                               "in_flight": st.in_flight if st else 0,
-                              "concurrency": st.concurrency if st else None,
+                              "waiting": st.waiting if st else 0,
+                              # a target not deployed has no capacity until it is
+                              "concurrency": (st.concurrency if target is not None else 0) if st else None,
                               **(target.describe() if target is not None else {})}
         return overview
 
     def map_concurrency(self) -> int:
-        total = 0
-        for state in self.plan().states.values():
-            if state.available:
-                total += state.concurrency or 8
-        return max(2, min(32, total))
+        return self.map_capacity(0)[0]
+
+    def map_capacity(self, items: int) -> tuple[int, tuple]:
+        """(requests a map of ``items`` keeps in flight, the cold targets it may start).
+
+        The warm (deployed, available) targets' capacity; a target that is not
+        deployed counts 0, unless the map's work on the warm ones is long enough
+        to pay for its cold start (capacity.worth_adding): then the map may start
+        it, and its expected capacity joins."""
+        plan = self.plan()
+        order = plan.batch_candidates.get(PINNED) or plan.batch_candidates.get(MODERATE) or tuple(plan.states)
+        usable = [kind for kind in order
+                  if plan.states[kind].available and kind not in plan.static_excluded]
+        warm = [kind for kind in usable if kind in self._targets]
+        total = sum(plan.states[kind].concurrency or 8 for kind in warm)
+        if not warm:   # nothing deployed yet: the first choice is started anyway
+            return max(2, min(MAP_MAX_IN_FLIGHT, sum(plan.states[k].concurrency or 8
+                                                      for k in usable[:1]) or 2)), ()
+        overflow = []
+        if items:
+            work_left = items * self.service_time(warm[0]) / max(1, total)
+            for kind in usable:
+                if kind not in self._targets and capacity.worth_adding(work_left, self.cold_start_s(kind)):
+                    overflow.append(kind)
+                    total += self._expected_capacity(kind)
+        return max(2, min(MAP_MAX_IN_FLIGHT, total)), tuple(overflow)
+
+    # -- capacity-aware overflow (placement/capacity.py) ----------------------------
+
+    def service_time(self, kind: str) -> float:
+        """A call's time per item on ``kind``: measured on warm calls, else the profile's."""
+        measured = self._service_s.get(kind)
+        if measured is not None:
+            return measured
+        return (self.profile.runtime_s if self.profile is not None else 0.01) + 0.001
+
+    def cold_start_s(self, kind: str) -> float:
+        """How long ``kind`` takes to deploy and answer: calibrated, else the defaults."""
+        curve = self.calibration.curves.get(kind) if self.calibration is not None else None
+        if curve is not None and curve.cold_start_s is not None:
+            return curve.cold_start_s
+        return capacity.default_cold_start_s(kind)
+
+    def _transfer_s(self, kind: str, size: int, n: int) -> float:
+        curve = self.calibration.curves.get(kind) if self.calibration is not None else None
+        return curve.per_mb_s * size * n / MB if curve is not None else 0.0
+
+    def _expected_capacity(self, kind: str) -> int:
+        """Calls at once a target not deployed yet would take (its CPUs, as its pool will)."""
+        cpus = target_registry.probe(kind, settings().target_options(kind)).capacity.get("cpus")
+        return max(1, int(cpus or 4))
+
+    def _prefer_waiting(self, plan: Plan, decision: Decision, n: int, size: int, avoid: tuple,
+                        overflow: tuple):
+        """The paper's "local server unavailable" means unavailable, not briefly busy:
+        when the policy passed over a busy warm target, wait for its slot if that
+        is done sooner than its choice (cold start if not deployed, its queue,
+        transfer); called under ``self._cond``. Returns (decision, patience): how
+        long a wait chosen here may last before the request is placed again."""
+        if decision.queued or not decision.passed_over:
+            return decision, None
+        chosen = decision.target
+        for kind, _ in decision.passed_over:
+            st = plan.states[kind]
+            if kind in avoid or not st.available or kind not in self._targets or not st.saturated:
+                continue
+            if chosen in overflow:
+                return decision, None   # the map decided this target is worth starting
+            service = self.service_time(kind) * n
+            wait = capacity.expected_wait_s(st.in_flight, st.waiting, st.concurrency, service)
+            other = plan.states[chosen]
+            deployed = chosen in self._targets
+            other_service = self.service_time(chosen) * n
+            elsewhere = capacity.finish_s(
+                deployed=deployed, cold_start_s=self.cold_start_s(chosen),
+                wait_s=capacity.expected_wait_s(other.in_flight, other.waiting, other.concurrency,
+                                                other_service) if deployed else 0.0,
+                service_s=other_service, transfer_s=self._transfer_s(chosen, size, n))
+            if wait + service <= elsewhere:
+                why = (f"~{wait * 1000:.0f} ms there beats {chosen}'s "
+                       + (f"~{elsewhere * 1000:.0f} ms" if deployed else
+                          f"cold start (~{self.cold_start_s(chosen):.1f} s, not deployed)"))
+                return decision.wait_on(kind, why, note=st.note), max(0.0, elsewhere - service)
+            return decision, None
+        return decision, None
 
     # -- deploying ------------------------------------------------------------------
 
@@ -159,7 +253,8 @@ class Router:
             if cls is None:
                 raise TargetUnavailable(f"the {kind} target is not available in this version",
                                         target=kind)
-            spec = replace(self.spec, options=self.target_options(kind))
+            spec = replace(self.spec, options=self.target_options(kind), profile=self.profile,
+                           idempotent=self.idempotent)
             with Progress(f"deploying {self.name} to {kind}") as progress:
                 target = cls(spec, progress=progress)
                 target.deploy()
@@ -167,6 +262,7 @@ class Router:
             state = self._states.get(kind)
             if state is not None:
                 state.concurrency = target.concurrency
+                state.note = getattr(target, "pool_note", "")
             return target
 
     def deploy_initial(self) -> None:
@@ -219,9 +315,16 @@ class Router:
 
     # -- the call path ------------------------------------------------------------------
 
-    def send(self, calls: list, n: int, chunk: bool = False):
-        """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision)."""
+    def send(self, calls: list, n: int, chunk: bool = False, stop: threading.Event | None = None,
+             overflow: tuple = ()):
+        """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision).
+
+        ``stop``: the map's interrupt; once set, nothing more is sent. ``overflow``: the
+        cold (undeployed) targets a map decided are worth starting (``map_capacity``);
+        any other busy-vs-cold choice is made per request (``_prefer_waiting``)."""
         self.check_open()
+        if stop is not None and stop.is_set():
+            raise MapStopped()
         options = call_output.request_options(self.capture_output)
         stream_id = None
         if options is not None and n == 1:   # a long single call streams its output
@@ -234,6 +337,7 @@ class Router:
         if self._down_until:
             self._recover_targets(time.monotonic())
         avoid: tuple = ()
+        waited_out: tuple = ()   # busy targets this request waited for longer than expected
         last_failure: TargetFailure | None = None
         rerun: tuple | None = None   # (target, why) of an attempt that may have run
         queue_s = 0.0
@@ -245,12 +349,32 @@ class Router:
                     if last_failure is not None:
                         raise last_failure from None
                     raise
+                decision, patience = self._prefer_waiting(plan, decision, n, size,
+                                                          avoid + waited_out, overflow)
                 state = plan.states[decision.target]
                 if decision.queued:
+                    # waits for a slot; a wait chosen over another target (patience) gives up
+                    # once it has lasted as long as going there would have taken
+                    deadline = time.monotonic() + patience if patience is not None else None
                     queued_since = time.perf_counter()
-                    while state.concurrency is not None and state.in_flight >= state.concurrency:
-                        self._cond.wait()
-                    queue_s += time.perf_counter() - queued_since
+                    state.waiting += 1
+                    try:
+                        while state.concurrency is not None and state.in_flight >= state.concurrency:
+                            if stop is not None and stop.is_set():
+                                raise MapStopped()
+                            left = deadline - time.monotonic() if deadline is not None else None
+                            if left is not None and left <= 0:
+                                break
+                            self._cond.wait(min(0.1, left) if left is not None else
+                                            0.1 if stop is not None else None)
+                    finally:
+                        state.waiting -= 1
+                        queue_s += time.perf_counter() - queued_since
+                    if state.concurrency is not None and state.in_flight >= state.concurrency:
+                        waited_out += (decision.target,)
+                        continue   # the wait was longer than expected: decide again
+                if stop is not None and stop.is_set():
+                    raise MapStopped()
                 state.in_flight += 1
             kind = decision.target
             if rerun is not None:   # said only once there is a target to run it again on
@@ -268,6 +392,15 @@ class Router:
                 finally:
                     streamed = call_output.streams.stop(watch) if watch is not None else 0
                 latency = time.perf_counter() - t0
+            except TargetSaturated as exc:
+                # refused, not run: counted as rejected (not a failure) and placed again;
+                # the target is fine, so no health check and no redeploy
+                last_failure = exc
+                self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
+                                      items=n, request_bytes=total, outcome="rejected",
+                                      detail=str(exc).splitlines()[0][:200])
+                avoid += (kind,)
+                continue
             except TargetFailure as exc:
                 last_failure = exc
                 self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
@@ -309,6 +442,9 @@ class Router:
                                   latency_s=latency, cold=reply.cold,
                                   outcome="error" if errors else "ok", detail=detail,
                                   function_s=function_s, queue_s=queue_s, rate=rate)
+            if not reply.cold:   # a warm call's time per item, for the expected waits
+                old = self._service_s.get(kind)
+                self._service_s[kind] = latency / n if old is None else 0.8 * old + 0.2 * latency / n
             self.last_decision = decision
             return outcomes, decision
 
@@ -348,7 +484,8 @@ class Router:
             states[kind] = TargetState(
                 kind, pr.available, reason, pr.limits, in_flight=old.in_flight if old else 0,
                 concurrency=deployed.concurrency if deployed else None,
-                tier=target_registry.tier_of(kind))
+                tier=target_registry.tier_of(kind),
+                note=getattr(deployed, "pool_note", "") if deployed else "")
         self._states = states
         return states
 

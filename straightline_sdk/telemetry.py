@@ -24,7 +24,8 @@ class CallRecord:
     response_bytes: int
     latency_s: float
     cold: bool
-    outcome: str             # "ok", "error" (the function raised), "failed" (the target failed)
+    outcome: str             # "ok", "error" (the function raised), "failed" (the target failed),
+                             # "rejected" (the target was saturated: it did not run, placed again)
     detail: str = ""         # the error, briefly
     function_s: float = 0.0  # time in the function, measured on the far side (all items)
     queue_s: float = 0.0     # time waiting here for a free slot on the target
@@ -32,7 +33,8 @@ class CallRecord:
 
 
 # failed_calls: calls carried by requests the target failed (they ran elsewhere, or not at all)
-_COUNTERS = ("requests", "calls", "errors", "failures", "failed_calls", "cold_starts", "bytes_sent",
+_COUNTERS = ("requests", "calls", "errors", "failures", "failed_calls", "rejected", "cold_starts",
+             "bytes_sent",
              "bytes_received")
 
 
@@ -55,7 +57,11 @@ class Telemetry:
             t = self.totals.get(target)
             if t is None:
                 t = self.totals[target] = dict.fromkeys(_COUNTERS, 0)
-            t["requests"] += 1
+            if outcome == "rejected":   # refused, not run: neither a request served nor a failure
+                t["rejected"] += 1
+                items = request_bytes = 0
+            else:
+                t["requests"] += 1
             t["calls"] += items
             t["bytes_sent"] += request_bytes
             t["bytes_received"] += response_bytes
@@ -89,7 +95,8 @@ class Telemetry:
             totals = {k: dict(v) for k, v in self.totals.items()}
             records = list(self.records)
         for target, t in totals.items():
-            latencies = sorted(r.latency_s for r in records if r.target == target and r.outcome != "failed")
+            latencies = sorted(r.latency_s for r in records
+                               if r.target == target and r.outcome not in ("failed", "rejected"))
             t["p50_ms"] = _percentile(latencies, 0.50) * 1000 if latencies else None
             t["p95_ms"] = _percentile(latencies, 0.95) * 1000 if latencies else None
         return totals

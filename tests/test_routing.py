@@ -86,8 +86,10 @@ def test_saturating_the_local_worker_sends_the_overflow_to_the_fallback(three_ti
     straightline.configure(rate_threshold=1e9)   # keep every call "moderate": local first
     futures = [wait_for.submit(1) for _ in range(5)]
     try:
-        assert wait_until(lambda: sum(r.target == "docker" for r in wait_for.calls) >= 1
-                     or wait_for.target_overview()["local"]["in_flight"] == 2)
+        # the profile says a call is quick, so the three extra calls first wait for a local
+        # slot (sooner than starting Docker); held past that expectation, they go to Docker
+        assert wait_until(lambda: wait_for.target_overview()["local"]["waiting"] == 3, timeout=5)
+        assert wait_until(lambda: sum(r.target == "docker" for r in wait_for.calls) >= 3, timeout=20)
     finally:
         release.touch()
     assert [f.result(timeout=30) for f in futures] == [1] * 5

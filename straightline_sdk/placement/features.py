@@ -57,8 +57,10 @@ class TargetState:
     reason: str = ""                 # why it is not available, in words
     limits: Limits = field(default_factory=Limits)
     in_flight: int = 0
-    concurrency: int | None = None   # calls it takes at once; None: unbounded
+    concurrency: int | None = None   # calls it takes at once; None: unbounded (or not deployed)
     tier: str = ""                   # "" : the tier the kind was declared with (placement.tiers)
+    waiting: int = 0                 # requests queued here for a slot
+    note: str = ""                   # what the deployed target says about its size (a pool shrunk for memory)
 
     @property
     def saturated(self) -> bool:

@@ -51,6 +51,9 @@ CONCURRENCY_ENV = "STRAIGHTLINE_CONCURRENCY"      # calls run at once
 HOST_ENV = "STRAIGHTLINE_HOST"                    # where to listen ...
 PORT_ENV = "STRAIGHTLINE_PORT"                    # ... when no socket is inherited
 LISTEN_FD_ENV = "STRAIGHTLINE_LISTEN_FD"          # an inherited listening socket
+LISTEN_FDS_ENV = "STRAIGHTLINE_LISTEN_FDS"        # several, one per pool process (comma-separated)
+PROCESSES_ENV = "STRAIGHTLINE_PROCESSES"          # pool processes (runtime/pool.py)
+THREADS_ENV = "STRAIGHTLINE_THREADS"              # calls each pool process runs at once
 PARENT_PID_ENV = "STRAIGHTLINE_PARENT_PID"        # exit when this process is gone
 MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"  # Lambda: the largest response frame
 

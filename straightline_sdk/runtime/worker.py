@@ -9,10 +9,18 @@ environment (never by arguments, which other users can read in ``ps``):
     STRAIGHTLINE_HOST/PORT    where to listen (127.0.0.1, a free port)
     STRAIGHTLINE_LISTEN_FD    or: an inherited listening socket (local target;
                               no port race, connections queue until we serve)
-    STRAIGHTLINE_CONCURRENCY  calls run at once; more are answered 503 at once
+    STRAIGHTLINE_LISTEN_FDS   several, comma-separated: one per pool process
+    STRAIGHTLINE_PROCESSES    pool processes (default 1); without inherited
+                              sockets each listens on PORT, PORT+1, ... (or
+                              free ports when PORT is 0)
+    STRAIGHTLINE_THREADS      calls each process runs at once; more are
+                              answered 503 at once (STRAIGHTLINE_CONCURRENCY,
+                              the older name, still works)
     STRAIGHTLINE_PARENT_PID   exit when this process is gone (local target)
 
-Once listening it prints ``STRAIGHTLINE_WORKER_READY port=N`` on stdout.
+With more than one process the function is loaded once and the processes are
+forked from it (runtime/pool.py: a large closure is shared, not copied).
+Once listening it prints ``STRAIGHTLINE_WORKER_READY port=N ports=N,M,...``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import capture, execute, wire
+from . import capture, execute, pool, wire
 
 READY_LINE = "STRAIGHTLINE_WORKER_READY"
 _SMALL_RESPONSE = 256 * 1024
@@ -45,11 +53,13 @@ class _Headers(dict):
 
 
 class Worker:
-    def __init__(self, fn, token: str, concurrency: int, name: str = ""):
+    def __init__(self, fn, token: str, concurrency: int, name: str = "", pool: dict | None = None):
         self.fn = fn
         self.token = token.encode()
         self.name = name
         self.concurrency = concurrency
+        # this process's place in its pool: {"process": i, "processes": n, "ports": [...]}
+        self.pool = pool or {"process": 0, "processes": 1, "ports": []}
         self.slots = threading.BoundedSemaphore(concurrency)
         self.in_flight = 0
         self.calls = 0
@@ -179,9 +189,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send_json(404, {"error": f"no such endpoint: GET {self.path}"})
             return
         w = self.worker
+        # concurrency: the whole pool's calls at once; threads: this process's
         self._send_json(200, {"ok": True, "function": w.name, "pid": os.getpid(),
                               "python": execute.python_version(), "in_flight": w.in_flight,
-                              "concurrency": w.concurrency, "calls": w.calls})
+                              "concurrency": w.concurrency * w.pool["processes"],
+                              "threads": w.concurrency, "calls": w.calls, **w.pool})
 
     def _output(self):
         """What a running call has written so far: ``GET /output?id=<id>&offset=<n>``."""
@@ -268,14 +280,17 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def serve(fn, *, token: str, host: str = "127.0.0.1", port: int = 0, concurrency: int = 4,
-          name: str = "", listen_fd: int | None = None, ready=None) -> _Server:
-    handler = type("BoundHandler", (Handler,), {"worker": Worker(fn, token, concurrency, name)})
-    if listen_fd is None:
+          name: str = "", listen_fd: int | None = None, ready=None, listener: socket.socket | None = None,
+          pool: dict | None = None) -> _Server:
+    handler = type("BoundHandler", (Handler,), {"worker": Worker(fn, token, concurrency, name, pool)})
+    if listener is None and listen_fd is not None:
+        listener = socket.socket(fileno=listen_fd)
+    if listener is None:
         server = _Server((host, port), handler)
     else:
         server = _Server(("127.0.0.1", 0), handler, bind_and_activate=False)
         server.socket.close()
-        server.socket = socket.socket(fileno=listen_fd)
+        server.socket = listener
         server.server_address = server.socket.getsockname()
     if ready is not None:
         ready(server.server_address[1])
@@ -292,16 +307,41 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
     with open(os.environ[wire.FUNCTION_ENV], "rb") as f:
         fn = execute.load_function(f.read())
-    server = serve(
-        fn, token=token,
-        host=os.environ.get(wire.HOST_ENV, "127.0.0.1"),
-        port=int(os.environ.get(wire.PORT_ENV, "0")),
-        concurrency=int(os.environ.get(wire.CONCURRENCY_ENV, "4")),
-        name=os.environ.get(wire.NAME_ENV, ""),
-        listen_fd=int(os.environ[wire.LISTEN_FD_ENV]) if os.environ.get(wire.LISTEN_FD_ENV) else None,
-        ready=lambda port: print(f"{READY_LINE} port={port}", flush=True),
-    )
-    server.serve_forever()
+    listeners = _listeners()
+    ports = [sock.getsockname()[1] for sock in listeners]
+    threads = int(os.environ.get(wire.THREADS_ENV) or os.environ.get(wire.CONCURRENCY_ENV) or 4)
+    name = os.environ.get(wire.NAME_ENV, "")
+
+    def serve_one(index: int) -> None:
+        for i, sock in enumerate(listeners):
+            if i != index:
+                sock.close()   # each process answers on its own address only
+        serve(fn, token=token, concurrency=threads, name=name, listener=listeners[index],
+              pool={"process": index, "processes": len(listeners), "ports": ports}).serve_forever()
+
+    print(f"{READY_LINE} port={ports[0]} ports={','.join(map(str, ports))}", flush=True)
+    if len(listeners) == 1:
+        serve_one(0)   # no fork: the process that loaded the function serves it
+    else:
+        pool.prefork(len(listeners), serve_one)
+
+
+def _listeners() -> list[socket.socket]:
+    """The pool's listening sockets: inherited (local target), or bound here on
+    consecutive ports from STRAIGHTLINE_PORT (a container), one per process."""
+    fds = os.environ.get(wire.LISTEN_FDS_ENV) or os.environ.get(wire.LISTEN_FD_ENV)
+    if fds:
+        return [socket.socket(fileno=int(fd)) for fd in fds.split(",")]
+    host = os.environ.get(wire.HOST_ENV, "127.0.0.1")
+    port = int(os.environ.get(wire.PORT_ENV, "0"))
+    listeners = []
+    for i in range(max(1, int(os.environ.get(wire.PROCESSES_ENV) or 1))):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port + i if port else 0))
+        sock.listen(_Server.request_queue_size)
+        listeners.append(sock)
+    return listeners
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ class DeploySpec:
     requirements: tuple[str, ...] = ()
     options: object = field(default_factory=dict)   # the kind's Options (targets/options.py)
     keep: bool = False
+    profile: object = None        # the deployment's Profile when it has one: sizes worker pools
+    idempotent: bool = True       # a call may run again after a lost node (Ray retries map tasks)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     @property

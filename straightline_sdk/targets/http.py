@@ -15,7 +15,7 @@ import select
 import socket
 import threading
 
-from ..errors import CallTimeout, TargetFailure
+from ..errors import CallTimeout, TargetFailure, TargetSaturated
 from ..runtime import wire
 
 
@@ -134,6 +134,59 @@ class WorkerClient:
             conn.close()
 
 
+class WorkerPoolClient:
+    """Talks to a worker pool: one WorkerClient per process, each call sent to the
+    process with the fewest calls in flight (the lowest-numbered among equals, so
+    a lone call always finds the same warm process). Same interface as
+    WorkerClient; ``host``/``port`` are the first process's."""
+
+    def __init__(self, host: str, ports: list[int], token: str, *, target: str):
+        self.members = [WorkerClient(host, port, token, target=target) for port in ports]
+        self.host, self.port, self.ports, self.target = host, ports[0], list(ports), target
+        self._in_flight = [0] * len(self.members)
+        self._lock = threading.Lock()
+
+    def __repr__(self):
+        return f"<WorkerPoolClient {self.target} {self.host}:{','.join(map(str, self.ports))}>"
+
+    def request(self, method: str, path: str, segments=(), total: int = 0, **kwargs) -> HTTPResponse:
+        in_flight = self._in_flight
+        with self._lock:
+            index = in_flight.index(min(in_flight))
+            in_flight[index] += 1
+        try:
+            return self.members[index].request(method, path, segments, total, **kwargs)
+        finally:
+            with self._lock:
+                in_flight[index] -= 1
+
+    def get(self, path: str, timeout: float = 5.0, authorize: bool = True) -> HTTPResponse:
+        """A GET to the first process (health: it answers for the pool)."""
+        return self.members[0].get(path, timeout=timeout, authorize=authorize)
+
+    get_json = get
+
+    def read_output(self, stream_id: str, offset: int) -> dict | None:
+        """A running call's output so far: the call runs in one of the processes,
+        so each is asked until one knows it."""
+        for member in self.members:
+            answer = member.read_output(stream_id, offset)
+            if answer and (answer.get("chunks") or answer.get("running")):
+                return answer
+        return None
+
+    def close(self) -> None:
+        for member in self.members:
+            member.close()
+
+
+def pool_client(host: str, ports: list[int], token: str, *, target: str):
+    """A WorkerClient for one process, a WorkerPoolClient for several."""
+    if len(ports) == 1:
+        return WorkerClient(host, ports[0], token, target=target)
+    return WorkerPoolClient(host, ports, token, target=target)
+
+
 def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | None, *,
                   what: str, dead=lambda: None) -> bytearray:
     """POST one request frame to a worker; the response frame. ``what`` names the
@@ -151,7 +204,7 @@ def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | N
     if response.status == 200:
         return response.body
     if response.status == 503:
-        raise TargetFailure(f"{what} is saturated", target=client.target, may_have_run=False)
+        raise TargetSaturated(f"{what} is saturated", target=client.target)
     raise TargetFailure(f"{what} answered HTTP {response.status}: "
                         f"{bytes(response.body[:500]).decode(errors='replace')}",
                         target=client.target, may_have_run=response.status >= 500)

@@ -1,13 +1,18 @@
 """The local target: a worker process on this machine (the paper's local
 Flask-tier server), serving the function over HTTP on 127.0.0.1.
 
-The worker inherits a listening socket (no port race), watches its parent and
-exits with it, and runs in its own session so a notebook interrupt (SIGINT)
-does not kill it mid-call. Its output goes to a log file (``h.logs()``).
+The worker is a pool: one process per CPU this process may use (affinity and
+cgroup quota), fewer when the profile's memory would not fit, each forked after
+the function is loaded (runtime/pool.py). It inherits one listening socket per
+process (no port race); the client sends each call to the least busy process.
+It watches its parent and exits with it, and runs in its own session so a
+notebook interrupt (SIGINT) does not kill it mid-call. Its output goes to a log
+file (``h.logs()``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -23,21 +28,31 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
-from ..runtime import execute, wire
+from ..runtime import execute, pool, wire
 from .base import Probe, Reply, Target
 from .options import TargetOptions
-from .http import WorkerClient, invoke_worker, worker_health
+from .http import WorkerClient, invoke_worker, pool_client, worker_health
 
 
 def _available_memory_mb() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) // 1024
-    except OSError:
-        pass
-    return None
+    free = pool.available_memory_mb()
+    return int(free) if free is not None else None
+
+
+def worker_pool_size(options, profile, cpus: float,
+                     free_memory_mb: float | None) -> tuple[int, int, str]:
+    """(processes, threads each, note) for a worker pool given the CPUs and memory
+    it gets: the options (``processes``, ``threads``, ``concurrency``) first, then
+    the deployment's profile (runtime/pool.py)."""
+    waits = pool.io_bound(profile.runtime_s, getattr(profile, "cpu_s", None),
+                          getattr(profile, "cpu_wait_s", 0.0)) if profile else None
+    processes, threads = options.processes, options.threads
+    if threads is None and options.concurrency:
+        wanted = processes or max(1, math.ceil(cpus - 1e-9))
+        threads = max(1, math.ceil(options.concurrency / wanted))
+    return pool.pool_size(cpus, waits=waits, free_memory_mb=free_memory_mb,
+                          peak_memory_mb=profile.peak_memory_mb if profile else 0.0,
+                          processes=processes, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,9 @@ class LocalOptions(TargetOptions):
 
     kind: ClassVar[str] = "local"
 
-    concurrency: int | None = None     # calls the worker runs at once; default max(2, CPUs)
+    processes: int | None = None       # pool processes; default the CPUs this process may use
+    threads: int | None = None         # calls each process runs at once; default from the profile
+    concurrency: int | None = None     # calls at once (older option): sets the threads to match
     host: str = "127.0.0.1"            # where the worker listens
     port: int = 0                      # 0: a free port
     start_timeout_s: float = 30.0      # how long the worker may take to answer
@@ -62,7 +79,10 @@ class LocalTarget(Target):
     def __init__(self, spec, progress=None):
         super().__init__(spec, progress)
         self.options = LocalOptions.parse(spec.options)
-        self.concurrency = self.options.concurrency or max(2, os.cpu_count() or 2)
+        self.processes, self.threads, self.pool_note = worker_pool_size(
+            self.options, spec.profile, pool.usable_cpus(), pool.available_memory_mb())
+        # the older `concurrency` option is a number of calls at once: held to exactly
+        self.concurrency = min(self.processes * self.threads, self.options.concurrency or 1 << 30)
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
         self._dir: str | None = None
@@ -71,11 +91,12 @@ class LocalTarget(Target):
     @classmethod
     def probe(cls, options: dict) -> Probe:
         memory = _available_memory_mb()
-        cpus = float(os.cpu_count() or 1)
+        cpus = pool.usable_cpus()
         return Probe(True, limits=Limits(
             max_memory_mb=memory, cpus=cpus, gpus=0,
             pythons=frozenset({sys.version_info[:2]}),
-            sources=("this machine: MemAvailable in /proc/meminfo, os.cpu_count()",),
+            sources=("this machine: MemAvailable in /proc/meminfo and the cgroup's memory limit; "
+                     "CPUs from os.sched_getaffinity and the cgroup's CPU quota",),
         ), capacity={"memory_mb": memory, "cpus": cpus, "gpus": 0})
 
     @property
@@ -89,18 +110,22 @@ class LocalTarget(Target):
         with os.fdopen(fd, "wb") as f:
             f.write(self.spec.package.payload)
         host = self.options.host
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, self.options.port))
-        listener.listen(128)
-        port = listener.getsockname()[1]
+        listeners = []
+        for i in range(self.processes):   # one address per pool process (runtime/pool.py)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, self.options.port + i if self.options.port else 0))
+            listener.listen(128)
+            listeners.append(listener)
+        ports = [listener.getsockname()[1] for listener in listeners]
+        fds = [listener.fileno() for listener in listeners]
         env = dict(os.environ)
         env.update({
             wire.TOKEN_ENV: self.spec.token,
             wire.FUNCTION_ENV: function_path,
             wire.NAME_ENV: self.spec.name,
-            wire.LISTEN_FD_ENV: str(listener.fileno()),
-            wire.CONCURRENCY_ENV: str(self.concurrency),
+            wire.LISTEN_FDS_ENV: ",".join(map(str, fds)),
+            wire.THREADS_ENV: str(self.threads),
             wire.PARENT_PID_ENV: str(os.getpid()),
             # the worker resolves modules as this process does
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
@@ -110,11 +135,12 @@ class LocalTarget(Target):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "straightline_sdk.runtime.worker"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),), start_new_session=True, cwd=os.getcwd(),
+                pass_fds=fds, start_new_session=True, cwd=os.getcwd(),
             )
-        listener.close()  # the worker holds its own copy
-        self.client = WorkerClient(host if host != "0.0.0.0" else "127.0.0.1", port,
-                                   self.spec.token, target=self.kind)
+        for listener in listeners:
+            listener.close()  # the worker holds its own copies
+        self.client = pool_client(host if host != "0.0.0.0" else "127.0.0.1", ports,
+                                  self.spec.token, target=self.kind)
         self._wait_ready(self.options.start_timeout_s)
 
     def _wait_ready(self, timeout_s: float) -> None:
@@ -217,4 +243,5 @@ class LocalTarget(Target):
 
     def describe(self) -> dict:
         return {"address": f"{self.client.host}:{self.client.port}" if self.client else None,
-                "pid": self.pid, "concurrency": self.concurrency}
+                "pid": self.pid, "concurrency": self.concurrency, "processes": self.processes,
+                "threads": self.threads, **({"note": self.pool_note} if self.pool_note else {})}

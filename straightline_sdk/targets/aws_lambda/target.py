@@ -27,7 +27,8 @@ import time
 from tenacity import (RetryError, Retrying, retry_if_exception, retry_if_exception_type,
                       stop_after_attempt, stop_after_delay, wait_exponential, wait_random)
 
-from ...errors import CallTimeout, PayloadTooLarge, TargetFailure, TargetUnavailable
+from ...errors import (CallTimeout, PayloadTooLarge, TargetFailure, TargetSaturated,
+                        TargetUnavailable)
 from ...local_state import owner_alive, owner_tag
 from ..base import Probe, Reply, Target
 from .errors import RETRYABLE_CODES, Retryable, client_error_code, hint_for, role_not_ready
@@ -497,9 +498,9 @@ class LambdaTarget(Target):
                     response = self._invoke_once(event)
         except RetryError as exc:
             last = exc.last_attempt.exception()
-            raise TargetFailure(
+            raise TargetSaturated(
                 f"AWS Lambda refused the call {attempts} times over {time.monotonic() - started:.1f} s "
-                f"({last}); it did not run", target=KIND, may_have_run=False,
+                f"({last}); it did not run", target=KIND,
                 hint="raise the function's reserved or the account's concurrency, or lower "
                      "options concurrency so the router sends the overflow elsewhere") from None
         return self._read_response(response)

@@ -15,7 +15,10 @@ class DockerOptions(TargetOptions):
 
     docker_host: str | None = None      # the engine; default DOCKER_HOST, else the local socket
     base_image: str | None = None       # default python:<major>.<minor>-slim
-    concurrency: int | None = None      # calls at once; default the container's CPUs (at least 2)
+    processes: int | None = None        # pool processes; default the container's CPU limit
+                                        # (Resources(cpus=)), else the engine's CPUs
+    threads: int | None = None          # calls each process runs at once; default from the profile
+    concurrency: int | None = None      # calls at once (older option): sets the threads to match
     gpus: int | None = None             # GPUs to offer; default 1 when the engine has the nvidia runtime
     publish_host: str | None = None     # where the port is published; default 127.0.0.1 (0.0.0.0 remote)
     connect_host: str | None = None     # where this process connects; default the engine's host

@@ -38,10 +38,11 @@ from ...errors import CallTimeout, PackagingError, TargetFailure, TargetUnavaila
 from ...local_state import owner_alive, owner_tag, write_private
 from ...packaging import content_hash, docker_context
 from ...packaging.dependencies import capture, download_wheels
-from ...placement import Limits
+from ...placement import MB, Limits
 from ...runtime import wire
 from ..base import Probe, Reply, Target
-from ..http import WorkerClient, invoke_worker, worker_health
+from ..http import WorkerClient, invoke_worker, pool_client, worker_health
+from ..local import worker_pool_size
 from . import inventory
 from .engine import (INSTALL_HINT, KIND, capacity as _capacity,
                      client as _client, docker_sdk as _docker_sdk, engine_address,
@@ -78,6 +79,7 @@ class DockerTarget(Target):
         super().__init__(spec, progress)
         self.options = DockerOptions.parse(spec.options)
         self.concurrency = self.options.concurrency or 4
+        self.processes, self.threads, self.pool_note = 1, self.concurrency, ""
         self.docker = None
         self._container = None          # the docker SDK's object, looked up when first needed
         self._container_id: str | None = None
@@ -157,7 +159,13 @@ class DockerTarget(Target):
                 f"{engine_address(self.options)} has no GPU runtime (nvidia)", target=KIND,
                 hint="install the NVIDIA Container Toolkit on the engine's host, or drop Resources(gpus=)")
         cpus = resources.cpus or float(info.get("NCPU") or 2)
-        self.concurrency = self.options.concurrency or max(2, math.ceil(cpus))
+        # the container's pool (docs/concepts.md, "Capacity"): its CPU limit, and its
+        # memory limit (else the engine's) for the profile's peak per process
+        memory = resources.memory_mb or (int(info.get("MemTotal", 0)) // MB or None)
+        self.processes, self.threads, self.pool_note = worker_pool_size(
+            self.options, self.spec.profile, cpus, memory)
+        # the older `concurrency` option is a number of calls at once: held to exactly
+        self.concurrency = min(self.processes * self.threads, self.options.concurrency or 1 << 30)
 
         base = self.options.base_image or docker_context.default_base_image()
         base_id = self._base_image_id(base)
@@ -170,7 +178,8 @@ class DockerTarget(Target):
         self.image_hash = docker_context.function_hash(self.spec.package, deps_hash)
         self.image_tag = f"{docker_context.image_name(self.spec.name)}:{self.image_hash[:12]}"
         bind, connect = self._addresses()
-        config = content_hash(self.image_hash, self.spec.name, repr(resources), str(self.concurrency),
+        config = content_hash(self.image_hash, self.spec.name, repr(resources),
+                              f"{self.processes}x{self.threads}",
                               bind, repr(self.spec.keep))
         if self._adopt(config, connect):
             self._remember()
@@ -281,14 +290,17 @@ class DockerTarget(Target):
             self.container = self.docker.containers.run(
                 self.image_tag, detach=True, init=True, name=self._container_name(),
                 environment={wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
-                             wire.CONCURRENCY_ENV: str(self.concurrency)},
-                ports={f"{docker_context.WORKER_PORT}/tcp": (bind,)}, labels=labels, **limits)
+                             wire.PROCESSES_ENV: str(self.processes),
+                             wire.THREADS_ENV: str(self.threads)},
+                # process i of the pool listens on WORKER_PORT + i; every one is published
+                ports={f"{docker_context.WORKER_PORT + i}/tcp": (bind,) for i in range(self.processes)},
+                labels=labels, **limits)
         except Exception as exc:
             raise TargetUnavailable(f"the Docker engine could not start a container of "
                                     f"{self.image_tag}: {_short(exc)}", target=KIND) from exc
         _write_record(self.container.id, self.spec.token)
         try:
-            self.client = WorkerClient(connect, self._published_port(), self.spec.token, target=KIND)
+            self.client = WorkerClient(connect, self._published_ports()[0], self.spec.token, target=KIND)
             self._wait_ready(self.options.start_timeout_s)
             self.client.close()
             self.client = self._worker_client(connect, self.spec.token)
@@ -296,20 +308,22 @@ class DockerTarget(Target):
             self.teardown()
             raise
 
-    def _worker_client(self, connect: str, token: str) -> WorkerClient:
-        """The client for the container's worker. On Linux with a local engine the
-        container's bridge address is tried first: Docker's userland port proxy
-        costs ~0.1-0.15 ms per call, the bridge nothing. The published port is
-        the fallback (Docker Desktop's VM hides bridge addresses)."""
-        port = self._published_port()
-        published = WorkerClient(connect, port, token, target=KIND)
+    def _worker_client(self, connect: str, token: str):
+        """The client for the container's worker pool (one port per process). On
+        Linux with a local engine the container's bridge address is tried first:
+        Docker's userland port proxy costs ~0.1-0.15 ms per call, the bridge
+        nothing. The published ports are the fallback (Docker Desktop's VM hides
+        bridge addresses)."""
+        ports = self._published_ports()
+        published = pool_client(connect, ports, token, target=KIND)
         address = (self.container.attrs["NetworkSettings"].get("IPAddress") or "") \
             if self.options.direct else ""
         if not address or remote_host(self.options) or not sys.platform.startswith("linux"):
             return published
-        bridge = WorkerClient(address, docker_context.WORKER_PORT, token, target=KIND)
+        bridge = pool_client(address, [docker_context.WORKER_PORT + i for i in range(len(ports))],
+                             token, target=KIND)
         try:
-            reachable = bridge.request("GET", wire.HEALTH_PATH, timeout=0.5, authorize=False).status == 401
+            reachable = bridge.get(wire.HEALTH_PATH, timeout=0.5, authorize=False).status == 401
         except Exception:   # unreachable, or not listening yet: the published port works anyway
             reachable = False
         if reachable:
@@ -318,17 +332,23 @@ class DockerTarget(Target):
         bridge.close()
         return published
 
-    def _published_port(self) -> int:
+    def _published_ports(self) -> list[int]:
+        """The host ports of the pool's processes, in process order."""
         self.container.reload()
-        bindings = (self.container.attrs["NetworkSettings"]["Ports"] or {}).get(
-            f"{docker_context.WORKER_PORT}/tcp") or []
-        if not bindings:
+        published = self.container.attrs["NetworkSettings"]["Ports"] or {}
+        ports = []
+        for i in range(len(published)):
+            bindings = published.get(f"{docker_context.WORKER_PORT + i}/tcp") or []
+            if not bindings:
+                break
+            ports.append(int(bindings[0]["HostPort"]))
+        if not ports:
             state = self.container.attrs.get("State", {})
             raise TargetUnavailable(
                 f"the container for {self.spec.name!r} has no published port "
                 f"({state.get('Status')}, {_exit_reason(state)}). Its last output:\n{self.logs(20)}",
                 target=KIND)
-        return int(bindings[0]["HostPort"])
+        return ports
 
     def _wait_ready(self, timeout_s: float) -> None:
         @retry(stop=stop_after_delay(timeout_s), wait=wait_exponential(0.02, max=0.5),
@@ -373,6 +393,7 @@ class DockerTarget(Target):
 
     def _remember(self) -> None:
         entry = {"container": self._container_id, "host": self.client.host, "port": self.client.port,
+                 "ports": getattr(self.client, "ports", [self.client.port]),
                  "image": self.image_tag, "hash": self.image_hash, "started_by": owner_tag()}
         write_private(_deployment_path(self._recorded_key), json.dumps(entry).encode())
 
@@ -390,7 +411,8 @@ class DockerTarget(Target):
         users = [o for o in (entry.get("started_by"), record.get("owner")) if o]
         if any(o != me and owner_alive(o) is not False for o in users):
             return False   # another live process uses it
-        client = WorkerClient(entry["host"], int(entry["port"]), record["token"], target=KIND)
+        client = pool_client(entry["host"], [int(p) for p in entry.get("ports") or [entry["port"]]],
+                             record["token"], target=KIND)
         try:
             response = client.get(wire.HEALTH_PATH, timeout=1.0)
             health = response.json() if response.status == 200 else {}
@@ -402,6 +424,8 @@ class DockerTarget(Target):
         self._container_id = entry["container"]
         self.image_tag, self.image_hash = entry.get("image", ""), entry.get("hash", "")
         self.concurrency = int(health.get("concurrency") or self.concurrency)
+        self.processes = int(health.get("processes") or 1)
+        self.threads = int(health.get("threads") or self.concurrency)
         _write_record(self._container_id, record["token"])
         self.client, self.adopted = client, True
         self._step(f"reusing the running container {self._container_id[:12]}")
@@ -533,7 +557,7 @@ class DockerTarget(Target):
             connect = self._addresses()[1]
             try:
                 container.restart(timeout=0)
-                self.client = WorkerClient(connect, self._published_port(), record["token"], target=KIND)
+                self.client = WorkerClient(connect, self._published_ports()[0], record["token"], target=KIND)
                 self._wait_ready(self.options.start_timeout_s)
                 self.client.close()
                 self.client = self._worker_client(connect, record["token"])
@@ -591,7 +615,9 @@ class DockerTarget(Target):
                 "container": self._container_id[:12] if self._container_id else None,
                 "address": f"{self.client.host}:{self.client.port}" if self.client else None,
                 "engine": engine_address(self.options), "reused_container": self.adopted,
-                "built": list(self.built), "concurrency": self.concurrency}
+                "built": list(self.built), "concurrency": self.concurrency,
+                "processes": self.processes, "threads": self.threads,
+                **({"note": self.pool_note} if self.pool_note else {})}
 
     # -- what the CLI sees (inventory.py) ---------------------------------------------
 

@@ -20,6 +20,8 @@ class RayOptions(TargetOptions):
     start_timeout_s: float = 120.0        # how long the actor may take to start
     ship_dependencies: bool | None = None  # send the dependencies (runtime_env); default: only
                                            # when the cluster has nodes other than this one
+    ship_packages: bool = True            # with them, the pip pins (off: nodes that share this
+                                           # Python environment get only the SDK's runtime)
 
 
 Options = RayOptions

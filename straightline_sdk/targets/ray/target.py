@@ -10,9 +10,13 @@ Connection (Ray connects a process to one cluster at a time):
 A deployment puts the cloudpickled function in Ray's object store once. Single
 calls go to a warm actor (``runtime.ray_entry.FunctionHost``); map chunks go to
 Ray tasks (``runtime.ray_entry.run_frame``), which Ray's scheduler spreads over
-the cluster. Both move the same frames as every other target. Ray's own retries
-are off: a lost node, worker or actor is a TargetFailure and the router decides
-what to re-run, as on every target.
+the cluster (the router sends as many chunks at once as the cluster has CPUs,
+from ``ray.cluster_resources()``). Both move the same frames as every other
+target. A lost node, worker or actor is a TargetFailure and the router decides
+what to re-run, as on every target; the one exception is a map chunk of an
+idempotent deployment, which Ray itself runs again on another node when the
+node running it is lost (a map over a cluster survives a node, without leaving
+the cluster). Ray never retries the user's exceptions.
 
 Ray is optional (``pip install 'straightline-sdk[ray]'``) and imported only when
 a Ray target is probed with a configured cluster or deployed.
@@ -44,6 +48,8 @@ HOW_TO_CONNECT = (
     "cluster instead: straightline.configure(options={'ray': {'start_local': True}})")
 NAMESPACE = "straightline"
 _NAME_PREFIX = "straightline-"
+#: how often Ray reruns a map chunk whose worker or node was lost (idempotent only)
+TASK_RETRIES = 3
 
 _lock = threading.Lock()
 _started_here = False
@@ -152,6 +158,7 @@ class RayTarget(Target):
         self._address = ""
         self._host: dict = {}
         self._actor_options: dict = {}
+        self._shipped: list = []       # what the runtime environment ships ("pip", "py_modules")
         self._replace_lock = threading.Lock()
 
     @classmethod
@@ -192,6 +199,7 @@ class RayTarget(Target):
         if res.memory_mb:
             placement["memory"] = res.memory_mb * MB
         runtime_env = self._runtime_env(ray)
+        self._shipped = sorted(runtime_env or ())
         if runtime_env:
             placement["runtime_env"] = runtime_env
         self._step("putting the function in the object store")
@@ -206,9 +214,13 @@ class RayTarget(Target):
                                  namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
         self._actor_options = actor_options
         self._start_actor(ray)
-        # Ray retries off: the router decides what may run again (see docs/concepts.md).
+        # A chunk whose worker or node is lost may run again only when the deployment
+        # is idempotent (docs/concepts.md); Ray then reruns it elsewhere in the
+        # cluster. The user's exceptions are never retried (retry_exceptions off).
         self._task = ray.remote(ray_entry.run_frame).options(
-            num_cpus=res.cpus if res.cpus is not None else 1, max_retries=0, **placement)
+            num_cpus=res.cpus if res.cpus is not None else 1,
+            max_retries=TASK_RETRIES if self.spec.idempotent else 0, retry_exceptions=False,
+            **placement)
         start_timeout = self.options.start_timeout_s
         try:
             self._host = ray.get(self._actor.ping.remote(), timeout=start_timeout)
@@ -282,11 +294,15 @@ class RayTarget(Target):
         import straightline_sdk
         from ...packaging import dependencies
 
-        self._step("capturing the function's dependencies")
-        deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
-        return {"pip": list(deps.pins),   # cloudpickle (the runtime's dependency) included
-                # the runtime the actor and tasks import, from this very version of the SDK
-                "py_modules": [os.path.dirname(straightline_sdk.__file__)]}
+        # the runtime the actor and tasks import, from this very version of the SDK
+        env: dict = {"py_modules": [os.path.dirname(straightline_sdk.__file__)]}
+        if self.options.ship_packages:
+            # off for nodes that share this Python environment (same machine or image):
+            # Ray would otherwise build a virtualenv per node and pip-install the pins
+            self._step("capturing the function's dependencies")
+            deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
+            env["pip"] = list(deps.pins)   # cloudpickle (the runtime's dependency) included
+        return env
 
     # -- calls ---------------------------------------------------------------
 
@@ -410,7 +426,8 @@ class RayTarget(Target):
     def describe(self) -> dict:
         return {"address": self._address or None, "concurrency": self.concurrency,
                 "actor_pid": self._host.get("pid") if self._actor is not None else None,
-                "cluster": "started by this process" if _started_here else "connected"}
+                "cluster": "started by this process" if _started_here else "connected",
+                "shipped": list(self._shipped)}
 
 
 def _same_cluster(configured: str, connected: str) -> bool:

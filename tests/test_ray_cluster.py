@@ -1,0 +1,107 @@
+"""The Ray target on a real two-node cluster (issue 12): a map spreads over both
+nodes, the function and its local module reach the second node through the
+cluster (the object store and the runtime environment, not a shared folder or
+PYTHONPATH), and killing the second node mid-map loses no call.
+
+The map runs in a separate driver process: Ray connects a process to one
+cluster at a time, and the test run's own cluster (tests/support/ray_cluster.py)
+may be connected in this one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.support.ray_two_nodes import two_node_cluster  # noqa: F401  (the fixture)
+
+DRIVER = textwrap.dedent('''
+    import json, os, sys, threading, time
+    address, module_dir, marks, kill_file = sys.argv[1:5]
+    sys.path.insert(0, module_dir)
+    import shipped_helper            # lives only in module_dir, on this driver's path
+    import ray
+    import straightline_sdk as straightline
+
+    def where(x, delay):
+        import ray, time
+        time.sleep(delay)
+        node = ray.get_runtime_context().get_node_id()
+        open(os.path.join(marks, f"{x}-{node}-{delay}"), "w").close()
+        return shipped_helper.double(x), node, os.getcwd()
+
+    # both nodes share this machine's Python packages: no pip runtime environment (no
+    # network in CI); the SDK's runtime still travels as a py_module, and the function
+    # with its local module by value in the object store
+    straightline.configure(progress=False, options={"ray": {"address": address,
+                                                            "ship_packages": False}})
+    import ray as _ray
+    _ray.init(address=address, namespace="straightline", logging_level="ERROR")
+    deadline = time.monotonic() + 120
+    while sum(1 for n in _ray.nodes() if n["Alive"]) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    h = straightline.deploy(where, target="ray")
+    head = ray.get_runtime_context().get_node_id()
+    second = [n["NodeID"] for n in ray.nodes() if n["Alive"] and "second_node" in n["Resources"]][0]
+    assert head != second, "the driver attached to the node the test kills"
+
+    first = h.map(range(8), kwargs={"delay": 0.3}, chunksize=1)
+
+    def kill_when_second_node_works():   # mid-map: once the second node has finished an item
+        while not any(name.endswith(f"{second}-1.0") for name in os.listdir(marks)):
+            time.sleep(0.05)
+        open(kill_file, "w").close()     # the test process kills the node's process group
+    threading.Thread(target=kill_when_second_node_works, daemon=True).start()
+    second_map = h.map(range(12), kwargs={"delay": 1.0}, chunksize=1)
+    after = h(5, 0.0)
+    print(json.dumps({"head": head, "second": second, "first": first, "second_map": second_map,
+                      "after": after, "stats": h.stats(), "ship": h.deployed_targets["ray"].describe()["shipped"]}))
+    h.undeploy()
+''')
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(900)   # two `ray start`s on a busy machine take minutes
+def test_a_map_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, tmp_path):
+    cluster = two_node_cluster
+    module_dir = tmp_path / "mods"
+    module_dir.mkdir()
+    (module_dir / "shipped_helper.py").write_text("def double(x):\n    return 2 * x\n")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    kill_file = tmp_path / "kill"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, cluster.address, str(module_dir), str(marks), str(kill_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+    killed = False
+    try:
+        while driver.poll() is None:
+            if not killed and kill_file.exists():
+                cluster.kill_second_node()
+                killed = True
+            try:
+                driver.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
+        out, err = driver.communicate(timeout=240)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, err[-3000:]
+    got = json.loads(out.strip().splitlines()[-1])
+    assert killed
+    # the first map ran on both nodes, the module's code with it
+    assert [value for value, _, _ in got["first"]] == [2 * x for x in range(8)]
+    nodes = {node for _, node, _ in got["first"]}
+    assert nodes == {got["head"], got["second"]}
+    on_second = [cwd for _, node, cwd in got["first"] if node == got["second"]]
+    assert on_second and all(cwd != str(module_dir) for cwd in on_second)
+    # the second map lost its second node midway and still returned every item, in order
+    assert [value for value, _, _ in got["second_map"]] == [2 * x for x in range(12)]
+    assert got["second_map"][-1][1] == got["head"]
+    assert got["after"][0] == 10          # and the deployment still answers
+    assert "py_modules" in got["ship"]     # the runtime reached the second node through the cluster
