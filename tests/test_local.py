@@ -365,8 +365,11 @@ def test_worker_refuses_requests_without_the_right_token():
     bad = {"Authorization": "Bearer not-the-token"}
     assert s.get(f"{url}/health", headers=bad).status_code == 403
     assert s.post(f"{url}/invoke", data=b"x", headers=bad).status_code == 403
-    good = {"Authorization": f"Bearer {h.spec.token}"}
+    key = {"Authorization": f"Bearer {h.spec.token}"}      # the key is never a credential on the wire
+    assert s.get(f"{url}/health", headers=key).status_code == 403
+    good = h.endpoint.headers
     assert s.get(f"{url}/health", headers=good).json()["ok"] is True
+    assert s.post(f"{url}/invoke", data=b"x", headers=good).status_code == 403   # JSON calls only
 
 
 def _exchange(client, request: bytes) -> tuple[int, bytes, bool]:
@@ -395,7 +398,8 @@ def _health_request(token: str, *headers: str, version: str = "HTTP/1.1") -> byt
     (b"POST /invoke HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc", 400),        # space before the colon
     (b"POST /invoke HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc", 400),
     (b"POST /invoke HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
-    (b"POST /invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
+    (b"POST /invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 401),
+    (b"POST /json HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(65)) + b"\r\n", 431),
     (b"GET /health HTTP/1.1\r\nX-Long: " + b"y" * 70000 + b"\r\n\r\n", 431),
 ])
@@ -408,7 +412,7 @@ def test_worker_refuses_malformed_requests_with_a_status(request_bytes, status):
 
 def test_worker_reads_headers_in_any_case_and_honours_connection_rules():
     h = straightline.deploy(lambda x: x, sample=(1,), name="lenient")
-    client, token = h.deployed_targets["local"].client, h.spec.token
+    client, token = h.deployed_targets["local"].client, h.endpoint.token
     status, body, closed = _exchange(client, _health_request(token))
     assert status == 200 and json.loads(body)["ok"] is True and not closed   # kept alive
     assert _exchange(client, _health_request(token, "Connection: close"))[::2] == (200, True)
@@ -427,7 +431,8 @@ def test_json_endpoint_over_plain_http():
 
     client = total.deployed_targets["local"].client
     url = f"http://{client.host}:{client.port}/json"
-    headers = {"Authorization": f"Bearer {total.spec.token}"}
+    headers = total.endpoint.headers
+    assert total.endpoint.url == url
     s = requests.Session()
     s.trust_env = False
     r = s.post(url, json={"args": [[1, 2, 3]], "kwargs": {"offset": 10}}, headers=headers)

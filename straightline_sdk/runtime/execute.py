@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import threading
 import traceback
 
 import cloudpickle
@@ -47,15 +48,61 @@ def error_info(exc: BaseException, kind: str = "user", skip_frames: int = 0) -> 
     }
 
 
+real_exit = os._exit
+_in_call = threading.local()
+
+
+class ProcessExit(SystemExit):
+    """``os._exit(code)`` called by the user's function inside a worker: raised
+    instead of ending the process that serves other calls."""
+
+
+def _exit_in_call(code=0):
+    if getattr(_in_call, "active", False):
+        raise ProcessExit(code)
+    real_exit(code)
+
+
+def trap_process_exit() -> None:
+    """In a worker, make the user's ``os._exit(n)`` end their call, not the
+    process (which serves other calls and would be re-run elsewhere)."""
+    os._exit = _exit_in_call
+
+
 def run_calls(fn, calls) -> list:
-    """Run each ``(args, kwargs)`` call; one outcome per call, in order."""
+    """Run each ``(args, kwargs)`` call; one outcome per call, in order.
+
+    ``SystemExit``, ``KeyboardInterrupt`` and ``os._exit`` raised by the function
+    are its outcome, as any exception: they travel back as what they are and the
+    worker lives on (they are not a failure of the target, so never re-run)."""
     outcomes = []
-    for args, kwargs in calls:
-        try:
-            outcomes.append((True, fn(*args, **kwargs)))
-        except Exception as exc:  # the user's error travels back; the worker lives on
-            outcomes.append((False, error_info(exc, skip_frames=1)))
+    _in_call.active = True
+    try:
+        for args, kwargs in calls:
+            try:
+                outcomes.append((True, fn(*args, **kwargs)))
+            except ProcessExit as exc:
+                info = error_info(SystemExit(exc.code), kind="exit", skip_frames=1)
+                info["frames"] = error_info(exc, skip_frames=1)["frames"]
+                info["message"] = f"the function called os._exit({exc.code!r})"
+                outcomes.append((False, info))
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                # the user's error travels back; the worker lives on
+                outcomes.append((False, error_info(exc, skip_frames=1)))
+    finally:
+        _in_call.active = False
     return outcomes
+
+
+def format_error(info: dict) -> str:
+    """A traceback's text from error_info (the JSON door's answer)."""
+    lines = ["Traceback (most recent call last):\n"]
+    for filename, lineno, name, line in info.get("frames", ()):
+        lines.append(f'  File "{filename}", line {lineno}, in {name}\n')
+        if line:
+            lines.append(f"    {line}\n")
+    lines.append(f"{info.get('type', 'Exception')}: {info.get('message', '')}\n")
+    return "".join(lines)
 
 
 def encode_outcomes(outcomes: list) -> tuple[list, int]:

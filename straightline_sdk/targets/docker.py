@@ -754,6 +754,11 @@ class DockerTarget(Target):
         finally:
             _forget_record(container.id)
 
+    def door_address(self) -> tuple[str, int] | None:
+        """Where outside programs on this machine reach the container's JSON door
+        (the address this process uses: the bridge address or the published port)."""
+        return (self.client.host, self.client.port) if self.client else None
+
     def describe(self) -> dict:
         return {"image": self.image_tag, "content_hash": self.image_hash[:12],
                 "container": self._container_id[:12] if self._container_id else None,

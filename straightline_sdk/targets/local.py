@@ -1,9 +1,12 @@
 """The local target: a worker process on this machine (the paper's local
 Flask-tier server), serving the function over HTTP on 127.0.0.1.
 
-The worker inherits a listening socket (no port race), watches its parent and
-exits with it, and runs in its own session so a notebook interrupt (SIGINT)
-does not kill it mid-call. Its output goes to a log file (``h.logs()``).
+The worker inherits a listening socket (no port race) and the read end of a
+lifeline pipe whose write end only this process holds: the worker exits when
+this process is gone (even after SIGKILL), whichever thread started it. It runs
+in its own session so a notebook interrupt (SIGINT) does not kill it mid-call,
+with its address space capped at ``Resources(memory_mb=)`` when that is set.
+Its output goes to a log file (``h.logs()``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
@@ -24,6 +28,15 @@ from ..placement import Limits
 from ..runtime import execute, wire
 from .base import Probe, Target
 from .http import WorkerClient, invoke_worker, worker_health
+
+
+def _process_state(pid: int) -> str:
+    """The kernel's one-letter state of a process ("R", "S", "T" stopped, "Z"...), "" if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return ""
 
 
 def _available_memory_mb() -> int | None:
@@ -37,6 +50,9 @@ def _available_memory_mb() -> int | None:
     return None
 
 
+FROZEN_AFTER_S = 1.0
+
+
 class LocalTarget(Target):
     kind = "local"
 
@@ -46,6 +62,8 @@ class LocalTarget(Target):
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
         self._dir: str | None = None
+        self._lifeline: int | None = None   # write end of the worker's lifeline pipe
+        self._stopped_since: float | None = None
         self._replace_lock = threading.Lock()
 
     @classmethod
@@ -74,14 +92,19 @@ class LocalTarget(Target):
         listener.bind((host, int(self.spec.options.get("port", 0))))
         listener.listen(128)
         port = listener.getsockname()[1]
+        lifeline_read, self._lifeline = os.pipe()   # neither end inheritable by default
         env = dict(os.environ)
+        memory_mb = self.spec.resources.memory_mb
+        if memory_mb:
+            env["STRAIGHTLINE_MEMORY_MB"] = str(int(memory_mb))
         env.update({
             wire.TOKEN_ENV: self.spec.token,
             "STRAIGHTLINE_FUNCTION": function_path,
             "STRAIGHTLINE_NAME": self.spec.name,
             "STRAIGHTLINE_LISTEN_FD": str(listener.fileno()),
             "STRAIGHTLINE_CONCURRENCY": str(self.concurrency),
-            "STRAIGHTLINE_PARENT_PID": str(os.getpid()),
+            "STRAIGHTLINE_LIFELINE_FD": str(lifeline_read),
+            "STRAIGHTLINE_MAX_BODY": str(self._max_body()),
             # the worker resolves modules as this process does
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
             "PYTHONUNBUFFERED": "1",
@@ -90,12 +113,20 @@ class LocalTarget(Target):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "straightline_sdk.runtime.worker"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=(listener.fileno(),), start_new_session=True, cwd=os.getcwd(),
+                pass_fds=(listener.fileno(), lifeline_read), start_new_session=True,
+                cwd=os.getcwd(),
             )
-        listener.close()  # the worker holds its own copy
+        listener.close()  # the worker holds its own copies
+        os.close(lifeline_read)
         self.client = WorkerClient(host if host != "0.0.0.0" else "127.0.0.1", port,
                                    self.spec.token, target=self.kind)
         self._wait_ready(float(self.spec.options.get("start_timeout_s", 30)))
+
+    def _max_body(self) -> int:
+        """The largest request the worker reads: the call's memory limit, or half
+        of the memory available now (at least 64 MiB)."""
+        memory_mb = self.spec.resources.memory_mb or (_available_memory_mb() or 4096) // 2
+        return max(64, int(memory_mb)) * 1024 * 1024
 
     def _wait_ready(self, timeout_s: float) -> None:
         @retry(stop=stop_after_delay(timeout_s), wait=wait_exponential(0.01, max=0.5),
@@ -131,7 +162,24 @@ class LocalTarget(Target):
                 f"the local worker for {self.spec.name!r} has exited (exit code "
                 f"{self.proc.returncode}). Its last output:\n{self.logs(20)}",
                 target=self.kind, hint="redeploy, or let the router fail over")
-        return None
+        return self._frozen()
+
+    def _frozen(self) -> TargetFailure | None:
+        """The worker stopped (SIGSTOP, a debugger) for over a second: a call
+        waiting on it would wait forever."""
+        proc = self.proc
+        if proc is None or _process_state(proc.pid) not in ("T", "t"):
+            self._stopped_since = None
+            return None
+        now = time.monotonic()
+        if self._stopped_since is None:
+            self._stopped_since = now
+        if now - self._stopped_since < FROZEN_AFTER_S:
+            return None
+        return TargetFailure(
+            f"the local worker for {self.spec.name!r} (pid {proc.pid}) is stopped (SIGSTOP or a "
+            f"debugger) and cannot answer", target=self.kind,
+            hint="resume it (kill -CONT), or let the router fail over; it is replaced")
 
     def invoke(self, segments, total, timeout):
         client = self.client
@@ -139,7 +187,8 @@ class LocalTarget(Target):
             raise TargetFailure("the local worker is not deployed", target=self.kind)
         try:
             body = invoke_worker(client, segments, total, timeout, what="the local worker",
-                                 dead=lambda: self._dead_worker(grace_s=0.2))
+                                 dead=lambda: self._dead_worker(grace_s=0.2),
+                                 liveness=self._dead_worker)
         except CallTimeout as exc:
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
@@ -164,6 +213,8 @@ class LocalTarget(Target):
         if self.client is not None:
             self.client.close()
         proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None and _process_state(proc.pid) in ("T", "t"):
+            grace_s = 0.0   # a stopped worker cannot act on SIGTERM
         if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -177,6 +228,9 @@ class LocalTarget(Target):
                 except (ProcessLookupError, PermissionError):
                     proc.kill()
                 proc.wait(timeout=5)
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
         if self._dir:
             # keep the log readable after teardown only in memory: remove the files
             self._last_log = self.logs(200)
@@ -187,6 +241,10 @@ class LocalTarget(Target):
         if self._dir:
             return b"\n".join(execute.last_lines(self.log_path, tail)).decode(errors="replace")
         return getattr(self, "_last_log", "")
+
+    def door_address(self) -> tuple[str, int] | None:
+        """Where outside programs reach this worker's JSON door."""
+        return (self.client.host, self.client.port) if self.client else None
 
     @property
     def pid(self) -> int | None:
