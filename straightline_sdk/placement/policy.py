@@ -128,6 +128,9 @@ class Decision:
             lines.append(f"a batch of {self.batch} items beyond local capacity → {CLUSTER} before "
                          f"{CONTAINER}: a container here shares the CPUs the local worker has used "
                          f"up, the cluster brings its own")
+        if self.target == LOCAL and self.features.memory_mb:
+            lines.append(f"{LOCAL}: memory_mb = {self.features.memory_mb} MB is enforced on the "
+                         f"worker (RLIMIT_AS: past it an allocation raises MemoryError)")
         if self.queued:
             lines.append(f"every candidate is saturated → waits for {self.target}")
         elif self.target != preferred:

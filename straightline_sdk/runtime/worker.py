@@ -39,11 +39,11 @@ _SMALL_RESPONSE = 256 * 1024
 _MAX_LINE = 8192       # a request line or header line longer than this is refused
 _MAX_HEADERS = 64
 _MAX_HEADER_BYTES = 32 * 1024
-# A stranger's connection is cheap for them and costs us a thread: it must send a
-# whole request head within _HEAD_S of connecting (or of its last answer) plus
-# _IDLE_S of keep-alive idleness, and its body at no less than _MIN_RATE.
-_IDLE_S = 60.0
-_HEAD_S = 10.0
+# A stranger's connection is cheap for them and costs us a thread: it must send
+# its first request head within _HEAD_S of connecting, later ones within _IDLE_S
+# of the last answer (keep-alive), and bodies at no less than _MIN_RATE.
+_IDLE_S = float(os.environ.get("STRAIGHTLINE_IDLE_TIMEOUT_S") or 60)
+_HEAD_S = float(os.environ.get("STRAIGHTLINE_HEAD_TIMEOUT_S") or 10)
 _BODY_S = 30.0
 _MIN_RATE = 1024 * 1024          # bytes/s a body (or an answer) must at least move at
 _UNAUTHENTICATED_DRAIN = 64 * 1024  # a refused request's body is skipped up to this, else closed
@@ -109,13 +109,14 @@ class Handler(BaseHTTPRequestHandler):
         self._counter = 0
         self._sdk = False           # this request proved the key (vs the JSON door's token)
         self._mac_counter = 0
+        self._head_deadline = time.monotonic() + _HEAD_S   # the first request's
 
     def log_message(self, format, *args):  # per-request lines would drown the user's output
         pass
 
     def handle_one_request(self):
         deadlines = self.server.deadlines
-        deadlines[self.request] = time.monotonic() + _IDLE_S + _HEAD_S
+        deadlines[self.request] = self._head_deadline
         try:
             super().handle_one_request()
         except _Refused as exc:
@@ -125,6 +126,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True   # the peer went away, or the reaper cut it off
         finally:
             deadlines.pop(self.request, None)
+            self._head_deadline = time.monotonic() + _IDLE_S + _HEAD_S   # the next request's
 
     def send_error(self, code, message=None, explain=None):
         # The stdlib's HTML error page, as JSON, and the connection closed after it.

@@ -62,6 +62,9 @@ class _Connection:
         response = _read_response(self.rfile, want=(auth.NONCE_HEADER, auth.PROOF_HEADER),
                                   max_body=64 * 1024)
         server_nonce = auth.parse_nonce(response.headers.get(auth.NONCE_HEADER, ""))
+        if response.status == 503:
+            raise TargetFailure(f"the worker at {host}:{port} has all its connections in use",
+                                may_have_run=False)
         if response.status != 200 or server_nonce is None:
             raise PeerNotVerified(
                 f"the process answering at {host}:{port} is not a straightline worker of this "
