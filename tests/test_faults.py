@@ -99,7 +99,7 @@ def _exits(how, x):
     ("sys.exit", SystemExit), ("KeyboardInterrupt", KeyboardInterrupt), ("os._exit", SystemExit),
 ])
 def test_the_users_exit_is_reported_as_what_it_is_and_not_rerun(monkeypatch, how, raised):
-    fallback = install(monkeypatch, "docker")
+    install(monkeypatch, "docker")
     h = straightline.deploy(_exits, sample=(how, 0), name=f"exit-{how}",
                             targets=["local", "docker"], target="local")
     h.pin(None)
@@ -112,7 +112,7 @@ def test_the_users_exit_is_reported_as_what_it_is_and_not_rerun(monkeypatch, how
     assert _worker(h).pid == pid and _worker(h).proc.poll() is None   # the worker lives on
     assert h(how, 0) == "fine"
     assert h.stats()["local"]["failures"] == 0
-    assert all(t.calls == 0 for t in fallback.instances)              # never re-run elsewhere
+    assert h.stats().get("docker", {}).get("calls", 0) == 0          # never re-run elsewhere
 
 
 def test_the_users_exit_in_a_map_item_is_that_items_outcome():
@@ -144,7 +144,7 @@ def test_a_frozen_worker_fails_the_call_instead_of_hanging_it():
 
 
 def test_a_frozen_worker_fails_over_with_a_warm_fallback(monkeypatch):
-    fallback = install(monkeypatch, "docker")
+    install(monkeypatch, "docker")
     h = straightline.deploy(lambda x: x * 10, sample=(1,), name="frozen-failover",
                             targets=["local", "docker"], target="local")
     h.pin(None)
@@ -153,7 +153,8 @@ def test_a_frozen_worker_fails_over_with_a_warm_fallback(monkeypatch):
     try:
         finished, value = _in_thread(lambda: h(4), timeout=60)
         assert finished and value == 40
-        assert any(t.calls for t in fallback.instances) or h.stats()["local"]["calls"] >= 2
+        stats = h.stats()
+        assert stats["local"]["failures"] == 1 and stats["docker"]["calls"] == 1
     finally:
         try:
             os.kill(pid, signal.SIGCONT)
