@@ -107,17 +107,18 @@ def test_a_worker_refuses_a_client_that_cannot_prove_the_key():
     wrong.close()
 
 
-def _handshake(sock, key: bytes) -> tuple[bytes, bytes, bytes]:
+def _handshake(sock, key: bytes, sign: bool) -> tuple[bytes, bytes, str]:
     """The SDK's handshake by hand; (bytes sent, session key, client proof)."""
     nonce = auth.new_nonce()
     hello = (f"POST /auth HTTP/1.1\r\nHost: x\r\n{auth.NONCE_HEADER}: {nonce.hex()}\r\n"
-             f"Content-Length: 0\r\n\r\n").encode()
+             + (f"{auth.SIGN_HEADER}: 1\r\n" if sign else "") + "Content-Length: 0\r\n\r\n").encode()
     sock.sendall(hello)
     head = _read_head(sock)
     fields = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
     server_nonce = bytes.fromhex(fields[auth.NONCE_HEADER])
-    assert auth.same(fields[auth.PROOF_HEADER], auth.worker_proof(key, nonce, server_nonce))
-    return hello, auth.session_key(key, nonce, server_nonce), auth.client_proof(key, nonce, server_nonce)
+    assert auth.same(fields[auth.PROOF_HEADER], auth.worker_proof(key, nonce, server_nonce, sign))
+    return (hello, auth.session_key(key, nonce, server_nonce),
+            auth.client_proof(key, nonce, server_nonce, sign))
 
 
 def _read_head(sock) -> str:
@@ -130,12 +131,15 @@ def _read_head(sock) -> str:
     return data.decode("latin-1")
 
 
-def _signed_invoke(session: bytes, proof: str, counter: int, calls) -> bytes:
+def _signed_invoke(session: bytes | None, proof: str, counter: int, calls) -> bytes:
     segments, total = wire.encode(calls)
     body = b"".join(bytes(s) for s in segments)
-    tag = auth.mac(session, b"req", counter, b"POST /invoke", (body[:auth.signed_length(body)],))
+    mac = ""
+    if session is not None:
+        tag = auth.mac(session, b"req", counter, b"POST /invoke", (body[:auth.signed_length(body)],))
+        mac = f"{auth.MAC_HEADER}: {tag}\r\n"
     return (f"POST /invoke HTTP/1.1\r\nHost: x\r\nAuthorization: StraightLine {proof}\r\n"
-            f"{auth.MAC_HEADER}: {tag}\r\nContent-Length: {total}\r\n\r\n").encode() + body
+            f"{mac}Content-Length: {total}\r\n\r\n").encode() + body
 
 
 def _status(sock) -> int:
@@ -158,19 +162,28 @@ def test_a_captured_exchange_cannot_be_replayed(tmp_path):
     h = straightline.deploy(note, sample=(0,), name="replay", targets=["local"])
     client = _local(h).client
     key = h.spec.token.encode()
+    for sign in (False, True):     # loopback connections, and signed ones (off loopback)
+        with socket.create_connection((client.host, client.port), timeout=10) as sock:
+            hello, session, proof = _handshake(sock, key, sign)
+            captured = _signed_invoke(session if sign else None, proof, 1, [((7,), {})])
+            sock.sendall(captured)
+            assert _status(sock) == 200
+            if sign:
+                sock.sendall(captured)         # replayed into the same (signed) connection
+                assert _status(sock) == 403
+        with socket.create_connection((client.host, client.port), timeout=10) as sock:
+            sock.sendall(hello)                # a sniffer replays the whole exchange
+            _read_head(sock)
+            sock.sendall(captured)
+            assert _status(sock) == 403
     with socket.create_connection((client.host, client.port), timeout=10) as sock:
-        hello, session, proof = _handshake(sock, key)
-        captured = _signed_invoke(session, proof, 1, [((7,), {})])
-        sock.sendall(captured)
-        assert _status(sock) == 200
-        sock.sendall(captured)                 # the same request again on the same connection
+        _, session, proof = _handshake(sock, key, True)
+        genuine = _signed_invoke(session, proof, 1, [((7,), {})])
+        at = genuine.rindex(b"K\x07")         # pickle's BININT1 7
+        tampered = genuine[:at] + b"K\x08" + genuine[at + 2:]
+        sock.sendall(tampered)                 # a relay changes the arguments in flight
         assert _status(sock) == 403
-    with socket.create_connection((client.host, client.port), timeout=10) as sock:
-        sock.sendall(hello)                    # a sniffer replays the whole exchange
-        _read_head(sock)
-        sock.sendall(captured)
-        assert _status(sock) == 403
-    assert log.read_text().split() == ["0", "7"]   # the sample, then the one genuine call
+    assert log.read_text().split() == ["0", "7", "7"]   # the sample, then the genuine calls
 
 
 # -- finding 2: nothing a stranger sends costs memory, threads or the service --------

@@ -241,11 +241,12 @@ class Handler(BaseHTTPRequestHandler):
             return
         server_nonce = auth.new_nonce()
         key = self.worker.key
-        self._session = auth.session_key(key, client_nonce, server_nonce)
-        self._client_proof = auth.client_proof(key, client_nonce, server_nonce)
+        sign = self.headers.get(auth.SIGN_HEADER) == "1"
+        self._session = auth.session_key(key, client_nonce, server_nonce) if sign else None
+        self._client_proof = auth.client_proof(key, client_nonce, server_nonce, sign)
         self._counter = 0
         head = (f"HTTP/1.1 200 OK\r\n{auth.NONCE_HEADER}: {server_nonce.hex()}\r\n"
-                f"{auth.PROOF_HEADER}: {auth.worker_proof(key, client_nonce, server_nonce)}\r\n"
+                f"{auth.PROOF_HEADER}: {auth.worker_proof(key, client_nonce, server_nonce, sign)}\r\n"
                 f"Content-Length: 0\r\n\r\n").encode()
         self.wfile.write(head)
 
@@ -312,7 +313,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, content_type: str, segments: list, total: int) -> None:
         extra = ""
-        if self._sdk:
+        if self._sdk and self._session is not None:
             # signed under the connection's session key and the request's counter
             signed = auth.signed_length_of_segments(segments, total)
             tag = auth.mac(self._session, b"rsp", self._mac_counter, b"%d" % status,
@@ -367,7 +368,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         if not self._credential(json_door=True):
             return
-        if self._sdk:
+        if self._sdk and self._session is not None:
             self._verify_mac(b"")
         if self.path == "/openapi.json":
             self._send_json(200, openapi(self.worker.name))
@@ -388,7 +389,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = self._read_body()
         self.server.deadlines.pop(self.request, None)   # the call itself may take its time
-        if self._sdk:
+        if self._sdk and self._session is not None:
             self._verify_mac(body)
         if self.path == "/invoke":
             self._invoke(body)

@@ -55,9 +55,11 @@ class _Connection:
     def _handshake(self, host: str, port: int, key: bytes) -> None:
         """Prove each other's key (runtime/auth.py) before anything else is sent."""
         client_nonce = auth.new_nonce()
+        sign = not auth.is_loopback(host)     # off this machine's loopback, sign every message
+        sign_line = f"{auth.SIGN_HEADER}: 1\r\n" if sign else ""
         self.sock.settimeout(HANDSHAKE_TIMEOUT_S)
         self.sock.sendall(f"POST {auth.AUTH_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                          f"{auth.NONCE_HEADER}: {client_nonce.hex()}\r\n"
+                          f"{auth.NONCE_HEADER}: {client_nonce.hex()}\r\n{sign_line}"
                           f"Content-Length: 0\r\n\r\n".encode())
         response = _read_response(self.rfile, want=(auth.NONCE_HEADER, auth.PROOF_HEADER),
                                   max_body=64 * 1024)
@@ -71,14 +73,14 @@ class _Connection:
                 f"deployment (its handshake answer: HTTP {response.status}); nothing was sent to it",
                 may_have_run=False)
         if not auth.same(response.headers.get(auth.PROOF_HEADER, ""),
-                         auth.worker_proof(key, client_nonce, server_nonce)):
+                         auth.worker_proof(key, client_nonce, server_nonce, sign)):
             raise PeerNotVerified(
                 f"the process answering at {host}:{port} did not prove it holds this deployment's "
                 f"key; nothing was sent to it (the worker may have died and another program "
                 f"taken its address)", may_have_run=False)
-        self.session = auth.session_key(key, client_nonce, server_nonce)
+        self.session = auth.session_key(key, client_nonce, server_nonce) if sign else None
         self.proof_header = (f"Authorization: {auth.SCHEME} "
-                             f"{auth.client_proof(key, client_nonce, server_nonce)}\r\n").encode()
+                             f"{auth.client_proof(key, client_nonce, server_nonce, sign)}\r\n").encode()
 
     def stale(self) -> bool:
         # An idle kept-alive socket that is readable has been closed by the server.
