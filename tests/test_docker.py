@@ -21,7 +21,7 @@ from straightline_sdk import Resources, TargetFailure
 from straightline_sdk.errors import PackagingError
 from straightline_sdk.packaging import dependencies, docker_context, package_function
 from straightline_sdk.targets.docker import LABEL_ROLE, DockerTarget
-from straightline_sdk.targets.http import WorkerClient
+from straightline_sdk.targets.http import PeerNotVerified, WorkerClient
 
 from .conftest import need, wait_until
 
@@ -386,9 +386,21 @@ def test_worker_refuses_calls_without_or_with_a_wrong_token(engine):
     assert conn.getresponse().status == 401
     conn.close()
     wrong = WorkerClient(host, port, "not-the-token", target="docker")
-    assert wrong.request("POST", "/invoke", [b"x"], 1).status == 403
-    assert wrong.get_json("/health").status == 403
+    with pytest.raises(PeerNotVerified):    # neither side proves a key the other holds
+        wrong.request("POST", "/invoke", [b"x"], 1)
     wrong.close()
+    key = {"Authorization": f"Bearer {h.spec.token}"}   # the key is never a credential on the wire
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("POST", "/invoke", body=b"x", headers=key)
+    assert conn.getresponse().status == 403
+    conn.close()
+    door = h.endpoint                                  # outside programs: JSON calls only
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    conn.request("POST", "/json", body=json.dumps({"args": [1]}), headers=door.headers)
+    assert json.loads(conn.getresponse().read()) == {"result": 1024 * 1024}
+    conn.request("POST", "/invoke", body=b"x", headers=door.headers)
+    assert conn.getresponse().status == 403
+    conn.close()
 
 
 @pytest.mark.docker
