@@ -22,6 +22,9 @@ import os
 
 from . import execute
 
+# the user's os._exit(n) ends their call (SystemExit), not the warm runtime
+execute.trap_process_exit()
+
 PAYLOAD_FILE = "straightline_function.pkl"
 MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"
 

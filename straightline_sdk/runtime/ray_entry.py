@@ -14,6 +14,10 @@ from collections import OrderedDict
 
 from . import execute
 
+# the user's os._exit(n) ends their call (SystemExit), not the Ray worker; Ray's own
+# os._exit calls (outside a call) pass through
+execute.trap_process_exit()
+
 # Functions loaded by this worker process, by content hash: a task does not
 # unpickle the same function again for every chunk. Bounded, because one Ray
 # worker process may serve many deployments over its life.
