@@ -26,7 +26,8 @@ import time
 import common  # this script's folder is on sys.path
 
 import straightline_sdk as straightline
-from straightline_sdk.packaging import lambda_zip, package_function
+from straightline_sdk.packaging import package_function
+from straightline_sdk.targets.aws_lambda import bundle as lambda_zip
 
 
 def define(source: str):

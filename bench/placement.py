@@ -26,11 +26,12 @@ import common  # this script's folder is on sys.path
 
 import straightline_sdk as straightline
 from straightline_sdk import targets as target_registry
-from straightline_sdk.packaging import encode_request
-from straightline_sdk.placement import (DEFAULT_THRESHOLDS, LAMBDA_LIMITS, Features, Limits,
+from straightline_sdk.protocol import encode_request
+from straightline_sdk.placement import (DEFAULT_THRESHOLDS, Features, Limits,
                                         Plan, RateEstimator, TargetState)
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from straightline_sdk.runtime import wire
-from straightline_sdk.targets.base import Probe, Target
+from straightline_sdk.targets.base import Probe, Reply, Target
 from straightline_sdk.telemetry import Telemetry
 
 
@@ -54,8 +55,7 @@ class NullTarget(Target):
         pass
 
     def invoke(self, segments, total, timeout):
-        self.cold = False
-        return self.response
+        return Reply(self.response)
 
     def health(self):
         return True, "ok"
@@ -120,7 +120,8 @@ def main() -> None:
     pieces["RateEstimator.observe"] = per_call_us(estimator.observe, batches, inner)
     telemetry = Telemetry()
     pieces["Telemetry.record"] = per_call_us(
-        lambda: telemetry.record("local", "moderate", False, 1, 120, 90, 1e-4, False, "ok"), batches, inner)
+        lambda: telemetry.record("local", branch="moderate", items=1, request_bytes=120,
+                                 response_bytes=90, latency_s=1e-4, outcome="ok"), batches, inner)
 
     request = [((1,), {})]
     response = wire.encode_bytes([(True, 2)])

@@ -21,7 +21,7 @@ import time
 import ray
 
 import straightline_sdk as straightline
-from straightline_sdk.packaging import encode_request
+from straightline_sdk.protocol import encode_request
 
 
 def add_one(x):

@@ -17,7 +17,7 @@ from .config import configure, settings
 from .errors import (CallTimeout, PackagingError, PayloadTooLarge, PlacementError, RemoteError,
                      StraightLineError, TargetFailure, TargetUnavailable)
 from .handle import Deployment, Sample, deployments
-from .targets.base import Resources
+from .resources import Resources
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,7 @@ import functools
 from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
 from .packaging import content_hash, package_function
-from .targets.base import Resources
+from .resources import Resources
 
 
 def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | None = None,

@@ -18,7 +18,8 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 
-from .placement import LOCAL, MB, Thresholds, human_bytes
+from .local_state import cache_root
+from .placement import LOCAL, MB, Thresholds, human_bytes, tier_of
 from .placement.calibration import CostCurve, crossovers, fit
 from .runtime import wire
 
@@ -57,9 +58,7 @@ class Calibration:
 
 
 def _cache_path(key: str) -> str:
-    root = os.environ.get("STRAIGHTLINE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "straightline")
-    return os.path.join(root, "calibration", f"{key[:32]}.json")
+    return os.path.join(cache_root(), "calibration", f"{key[:32]}.json")
 
 
 def _median_latency(target, size: int, repeats: int) -> float:
@@ -74,12 +73,12 @@ def _median_latency(target, size: int, repeats: int) -> float:
 
 def measure(h, kind: str, sizes=SIZES, repeats: int = 9) -> CostCurve:
     """Deploy ``kind`` for ``h`` if needed and fit its cost curve."""
-    state = h._get_plan().states[kind]
+    state = h.plan().states[kind]
     cold = None
     target = h.deployed_targets.get(kind)
     if target is None:
         t0 = time.perf_counter()
-        target = h._deploy(kind)
+        target = h.deploy_target(kind)
         target.invoke(*wire.echo_request(0, 0), None)
         cold = time.perf_counter() - t0
     limit = state.limits.max_request_bytes
@@ -107,13 +106,13 @@ def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9) -> Calib
             return result
         except (OSError, ValueError, TypeError, KeyError):
             pass  # a stale or damaged cache: measure again
-    plan = h._get_plan()
+    plan = h.plan()
     curves = {}
     for kind, state in plan.states.items():
         if state.available and kind not in plan.static_excluded:
             curves[kind] = measure(h, kind, sizes, repeats)
     profile = h.profile
-    local = curves.get(LOCAL)
+    local = next((c for k, c in curves.items() if tier_of(k) == LOCAL), None)
     found = crossovers(curves, runtime_s=profile.runtime_s if profile else 0.0,
                        request_bytes=profile.request_bytes if profile else 0,
                        local_concurrency=(local.concurrency or 1) if local else 1)
@@ -127,6 +126,4 @@ def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9) -> Calib
 
 
 def _apply(h, result: Calibration) -> None:
-    h.calibration = result
-    h.thresholds_override = result.thresholds
-    h._last_decision = None
+    h.use_calibration(result)

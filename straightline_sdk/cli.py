@@ -1,8 +1,9 @@
-"""The ``straightline`` command: what the SDK left on each target, and cleaning up.
+"""The ``straightline`` command: what the SDK left on each target, cleaning up, settings.
 
     straightline ls            every container, image, function... the SDK made, per target kind
     straightline gc            remove the orphans among them (no live deployment owns them)
     straightline gc --dry-run  say what gc would remove
+    straightline config        the settings in force, and where each came from
 
 Only things the SDK labelled or tagged are listed, and gc removes orphans and
 nothing else: what a running process uses, what was deployed with keep=True and
@@ -74,17 +75,73 @@ def _gc(args) -> int:
     return 1 if failed else 0
 
 
+_SECRET_WORDS = ("token", "secret", "password", "passwd", "credential", "key")
+
+
+def _shown(name: str, value) -> str:
+    """A value for people; anything named like a secret is never printed."""
+    if any(word in name.lower() for word in _SECRET_WORDS) and value not in (None, ""):
+        return "(set, not shown)"
+    if isinstance(value, (tuple, list)):
+        return ", ".join(map(str, value))
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def _config(args) -> int:
+    from dataclasses import fields
+
+    from .config import DEFAULT, KEYS, load
+    from .placement import human_bytes
+    try:
+        current = load()
+    except ValueError as exc:
+        print(f"the settings cannot be read: {exc}", file=sys.stderr)
+        return 1
+    rows = []
+    for key in KEYS:
+        value = getattr(current, key)
+        if key == "size_threshold":
+            value = f"{human_bytes(value)} ({value} B)"
+        elif key == "progress" and value is None:
+            value = "auto (long work only)"
+        rows.append((key, _shown(key, value), current.source(key)))
+    for kind in args.kind or list(REGISTRY):
+        try:
+            options = current.target_options(kind)
+        except ValueError as exc:
+            rows.append((f"options.{kind}", f"cannot be read: {exc}", ""))
+            continue
+        for f in fields(options):
+            key = f"options.{kind}.{f.name}"
+            source = current.source(key)
+            if source == DEFAULT and not args.all:
+                continue
+            rows.append((key, _shown(f.name, getattr(options, f.name)), source))
+    widths = [max(len(r[i]) for r in rows + [("SETTING", "VALUE", "FROM")]) for i in range(2)]
+    print(f"{'SETTING'.ljust(widths[0])}  {'VALUE'.ljust(widths[1])}  FROM")
+    for key, value, source in rows:
+        print(f"{key.ljust(widths[0])}  {value.ljust(widths[1])}  {source}".rstrip())
+    if not args.all:
+        print("\n(target options left at their defaults are not shown: --all shows them)")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="straightline", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list what the SDK made, on every target kind")
     gc = sub.add_parser("gc", help="remove what no live deployment owns")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
-    for p in (ls, gc):
+    config = sub.add_parser("config", help="the settings in force and where each came from")
+    config.add_argument("--all", action="store_true",
+                        help="also the target options left at their defaults")
+    for p in (ls, gc, config):
         p.add_argument("--kind", action="append", choices=list(REGISTRY),
                        help="only this target kind (repeatable)")
     args = parser.parse_args(argv)
-    return _ls(args) if args.command == "ls" else _gc(args)
+    return {"ls": _ls, "gc": _gc, "config": _config}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,19 @@ import os
 import socket
 
 
+CACHE_DIR_ENV = "STRAIGHTLINE_CACHE_DIR"
+
+
+def cache_root() -> str:
+    """``$STRAIGHTLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/straightline`` (default ``~/.cache``)."""
+    return os.environ.get(CACHE_DIR_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "straightline")
+
+
 def cache_dir(*parts: str) -> str:
-    """``$XDG_CACHE_HOME/straightline/<parts>`` (default ``~/.cache``), created
-    readable by this user only: it holds worker tokens."""
-    root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                        "straightline")
-    path = os.path.join(root, *parts)
+    """``<cache root>/<parts>`` (see cache_root), created readable by this user
+    only: it holds worker tokens."""
+    path = os.path.join(cache_root(), *parts)
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 

@@ -132,7 +132,7 @@ class Panel:
         self.stop()
 
     def _closed_deployment(self) -> bool:
-        if getattr(self.dep, "_closed", False):
+        if self.dep.closed:
             self.refresh()  # show "undeployed" once
             return True
         return False
@@ -200,7 +200,7 @@ class Panel:
 
     def _draw(self) -> None:
         dep = self.dep
-        closed = getattr(dep, "_closed", False)
+        closed = dep.closed
         stats = dep.stats()
         records = dep.telemetry.recent()
         overview = dep.target_overview()

@@ -11,7 +11,7 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 
-from .packaging import encode_request
+from .protocol import encode_request
 from .runtime import wire
 
 

@@ -38,8 +38,10 @@ class Telemetry:
         self._listeners: list = []
         self._lock = threading.Lock()
 
-    def record(self, target, branch, fell_back, items, request_bytes, response_bytes, latency_s,
-               cold, outcome, detail="") -> CallRecord:
+    def record(self, target: str, *, branch: str, fell_back: bool = False, items: int = 1,
+               request_bytes: int = 0, response_bytes: int = 0, latency_s: float = 0.0,
+               cold: bool = False, outcome: str = "ok", detail: str = "") -> CallRecord:
+        """Record one request to ``target``; the fields are CallRecord's."""
         rec = CallRecord(time.time(), target, branch, fell_back, items, request_bytes,
                          response_bytes, latency_s, cold, outcome, detail)
         with self._lock:

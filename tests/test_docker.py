@@ -352,7 +352,7 @@ def test_killing_the_container_mid_map_fails_clearly(engine):
     mapper = threading.Thread(target=run_map)
     mapper.start()
     probe = target.client   # thread-safe: the map's own connections are separate
-    assert wait_until(lambda: probe.get_json("/health").json()["calls"] >= 3, timeout=30, interval=0.05), \
+    assert wait_until(lambda: probe.get("/health").json()["calls"] >= 3, timeout=30, interval=0.05), \
         "the map never reached the container"
     engine.containers.get(target.container.id).kill()
     mapper.join(timeout=60)

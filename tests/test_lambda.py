@@ -30,10 +30,12 @@ import straightline_sdk as straightline
 from straightline_sdk import (CallTimeout, PayloadTooLarge, PlacementError, Resources,
                               TargetFailure, TargetUnavailable)
 from straightline_sdk import targets as target_registry
-from straightline_sdk.packaging import encode_request, package_function
-from straightline_sdk.packaging import lambda_zip
-from straightline_sdk.placement import (LAMBDA_LIMITS, MB, Features, Plan, TargetState,
+from straightline_sdk.packaging import package_function
+from straightline_sdk.protocol import encode_request
+from straightline_sdk.targets.aws_lambda import bundle as lambda_zip
+from straightline_sdk.placement import (MB, Features, Plan, TargetState,
                                         Thresholds)
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from straightline_sdk.runtime import wire
 from straightline_sdk.targets.aws_lambda import (DEFAULT_ROLE_NAME, DEFAULT_TIMEOUT_S, TAG_KEY,
                                                  TAG_MANAGED, LambdaTarget, function_name_for)
@@ -368,7 +370,7 @@ def test_a_bundle_over_the_direct_upload_limit_goes_through_s3(aws):
     ops = aws.operations()
     assert f"PUT /{bucket}" in ops and "CreateFunction" in ops
     segments, total = encode_request([((3,), {})])
-    outcomes = wire.decode(target.invoke(segments, total, None))
+    outcomes = wire.decode(target.invoke(segments, total, None).body)
     assert outcomes[0][0] is True and outcomes[0][1]["value"] == 9
     # Lambda keeps its own copy: the upload is removed
     assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0

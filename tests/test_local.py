@@ -23,7 +23,7 @@ import requests
 
 import straightline_sdk as straightline
 from straightline_sdk import PackagingError, RemoteError, StraightLineError, TargetFailure
-from straightline_sdk.placement import LAMBDA_LIMITS
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from tests.conftest import wait_until
 from tests.support.inprocess import install
 

@@ -4,8 +4,9 @@ constraint filtering, the rate estimator. Pure: no targets are started."""
 import pytest
 
 from straightline_sdk import PlacementError
-from straightline_sdk.placement import (DEFAULT_THRESHOLDS, LAMBDA_LIMITS, MB, Features, Limits,
+from straightline_sdk.placement import (DEFAULT_THRESHOLDS, MB, Features, Limits,
                                         Plan, RateEstimator, TargetState, Thresholds, decide)
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 
 TH = Thresholds(rate=10.0, size=1 * MB)
 

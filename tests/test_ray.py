@@ -17,7 +17,7 @@ import straightline_sdk as straightline
 from straightline_sdk import TargetFailure
 from straightline_sdk.placement import (DEFAULT_THRESHOLDS, MB, Features, Limits, Plan,
                                         TargetState)
-from straightline_sdk.remote import RemoteTraceback
+from straightline_sdk.protocol import RemoteTraceback
 from tests.conftest import need, wait_until
 from tests.support.ray_cluster import ray_cluster  # noqa: F401  (the session fixture)
 

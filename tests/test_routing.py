@@ -16,7 +16,8 @@ import pytest
 
 import straightline_sdk as straightline
 from straightline_sdk import TargetFailure
-from straightline_sdk.placement import LAMBDA_LIMITS, MB
+from straightline_sdk.placement import MB
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from straightline_sdk.placement.calibration import TIE, CostCurve, crossovers, fit, size_threshold
 from tests.conftest import need, wait_until
 from tests.support.inprocess import install

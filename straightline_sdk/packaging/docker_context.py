@@ -28,6 +28,7 @@ import tempfile
 from dataclasses import dataclass, field
 
 from .dependencies import DependencySet
+from ..runtime import wire
 from .payload import FunctionPackage, content_hash
 
 CONTEXT_VERSION = "docker-context-1"   # bump when the Dockerfiles below change meaning
@@ -138,8 +139,8 @@ def function_context(package: FunctionPackage, *, deps_tag: str, deps_hash: str,
     dockerfile = (
         f"FROM {deps_tag}\n"
         f"ENV PYTHONPATH={DEPS_DIR}:{APP_DIR} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\\n"
-        f"    STRAIGHTLINE_HOST=0.0.0.0 STRAIGHTLINE_PORT={WORKER_PORT} \\\n"
-        f"    STRAIGHTLINE_FUNCTION={APP_DIR}/function.pkl\n"
+        f"    {wire.HOST_ENV}=0.0.0.0 {wire.PORT_ENV}={WORKER_PORT} \\\n"
+        f"    {wire.FUNCTION_ENV}={APP_DIR}/function.pkl\n"
         f"EXPOSE {WORKER_PORT}\n"
         f"WORKDIR /tmp\n"
         f'CMD ["python3", "-m", "straightline_runtime.worker"]\n'

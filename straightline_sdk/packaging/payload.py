@@ -1,4 +1,4 @@
-"""The cloudpickle payload of a function, and the frames of its calls.
+"""The cloudpickle payload of a function (its calls' frames: protocol.py).
 
 Functions defined in a notebook or ``__main__`` travel by value (cloudpickle's
 default). Functions and modules from the user's own local files (not installed
@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from ..errors import PackagingError
-from ..runtime import wire
 
 _INSTALLED_ROOTS = tuple(
     os.path.realpath(p) for p in {
@@ -158,58 +157,10 @@ def package_function(fn, name: str) -> FunctionPackage:
     )
 
 
-def encode_request(calls: list) -> tuple[list, int]:
-    """Frame a list of (args, kwargs); PackagingError names the argument that fails."""
-    try:
-        return wire.encode(calls)
-    except Exception as exc:
-        for index, (args, kwargs) in enumerate(calls):
-            for label, value in [(f"argument {i}", a) for i, a in enumerate(args)] + \
-                                [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]:
-                try:
-                    cloudpickle.dumps(value, protocol=5)
-                except Exception as inner:
-                    where = f" of item {index}" if len(calls) > 1 else ""
-                    raise PackagingError(
-                        f"cannot serialize {label}{where} (a {type(value).__qualname__}): {inner}. "
-                        f"Pass data (arrays, lists, dicts) rather than open files, locks, "
-                        f"connections or generators.") from exc
-        raise PackagingError(f"cannot serialize the call's arguments: {exc}") from exc
-
-
-def code_locations(fn, depth: int = 3) -> dict[str, list[tuple[str, int, int]]]:
-    """Where the code that travels by value came from: {name: [(file, first, last line)]}.
-
-    cloudpickle renames the files of code it ships to "<dynamic-code>"; with
-    this map a remote traceback's frames point at the user's files and cells again.
-    """
-    found: dict[str, list[tuple[str, int, int]]] = {}
-    seen: set[int] = set()
-
-    def add_code(code: types.CodeType) -> None:
-        if id(code) in seen:
-            return
-        seen.add(id(code))
-        lines = [line for _, _, line in code.co_lines() if line is not None]
-        found.setdefault(code.co_name, []).append(
-            (code.co_filename, code.co_firstlineno, max(lines, default=code.co_firstlineno)))
-        for const in code.co_consts:
-            if isinstance(const, types.CodeType):
-                add_code(const)
-
-    def add(obj, level: int) -> None:
-        if isinstance(obj, type):
-            for value in vars(obj).values():
-                add(getattr(value, "__func__", value), level)
-            return
-        code = getattr(obj, "__code__", None)
-        if not isinstance(code, types.CodeType) or id(code) in seen:
-            return
-        add_code(code)
-        if level < depth:
-            for value in referenced_objects(obj).values():
-                if isinstance(value, type) or isinstance(getattr(value, "__code__", None), types.CodeType):
-                    add(value, level + 1)
-
-    add(fn, 0)
-    return found
+def __getattr__(name):
+    # encode_request and code_locations live in protocol.py (the call protocol's
+    # home); still importable from here for code written before the move.
+    if name in ("encode_request", "code_locations"):
+        from .. import protocol
+        return getattr(protocol, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

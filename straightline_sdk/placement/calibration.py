@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .features import CONTAINER, LOCAL, MB, SERVERLESS, Thresholds, human_bytes, human_rate
+from .features import MB, Thresholds, human_bytes, human_rate
+from .tiers import CONTAINER, LOCAL, SERVERLESS, tier_of
 
 #: sizes on which the curves are compared (1 KB .. 1 GB, log-spaced)
 GRID = tuple(int(1024 * 2 ** (i / 4)) for i in range(0, 81))
@@ -72,9 +73,14 @@ class Crossovers:
     curves: dict = field(default_factory=dict)
 
 
+def _of_tier(curves: dict[str, CostCurve], tier: str) -> CostCurve | None:
+    """The curve of the first kind of ``tier`` (curves are keyed by kind)."""
+    return next((c for k, c in curves.items() if tier_of(k) == tier), None)
+
+
 def size_threshold(curves: dict[str, CostCurve]) -> tuple[int, str]:
-    docker = curves.get(CONTAINER)
-    others = [c for k, c in curves.items() if k != CONTAINER]
+    docker = _of_tier(curves, CONTAINER)
+    others = [c for c in curves.values() if c is not docker]
     if docker is None or not others:
         return NEVER, "no Docker curve, or nothing to compare it with"
 
@@ -95,12 +101,12 @@ def size_threshold(curves: dict[str, CostCurve]) -> tuple[int, str]:
 
 def rate_threshold(curves: dict[str, CostCurve], runtime_s: float, request_bytes: int,
                    local_concurrency: int) -> tuple[float, str]:
-    local = curves.get(LOCAL)
+    local = _of_tier(curves, LOCAL)
     if local is None:
         return math.inf, "no local curve: serverless is not preferred by rate"
     service = local.latency(request_bytes, runtime_s)
     capacity = local_concurrency / service
-    serverless = curves.get(SERVERLESS)
+    serverless = _of_tier(curves, SERVERLESS)
     if serverless is None:
         return capacity, (f"the local worker's capacity: {local_concurrency} slots / "
                           f"{service * 1000:.2f} ms = {human_rate(capacity)}")

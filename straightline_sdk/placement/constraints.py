@@ -1,31 +1,13 @@
 """Hard constraints: a target that cannot take a request is never chosen.
 
 Each check returns the reason in words, or None when the target can take it.
-The static limits of each kind, with their sources, live here too.
+The limits themselves are each target kind's own (a Probe's ``limits``; Lambda's
+quotas in targets/aws_lambda/limits.py).
 """
 
 from __future__ import annotations
 
 from .features import MB, Features, Limits, human_bytes
-
-# AWS Lambda quotas: https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html
-# (synchronous invocation payload 6 MB each way, timeout 900 s, memory 128-10,240 MB,
-# deployment package 250 MB unzipped), and runtimes:
-# https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html (no GPUs offered).
-LAMBDA_PAYLOAD_BYTES = 6 * 1000 * 1000  # AWS counts 6 MB as 6,291,456 B; we stay below both
-LAMBDA_LIMITS = Limits(
-    max_request_bytes=LAMBDA_PAYLOAD_BYTES * 3 // 4,  # base64 inside the JSON event: 4/3 larger
-    max_result_bytes=LAMBDA_PAYLOAD_BYTES * 3 // 4,
-    max_timeout_s=900.0,
-    min_memory_mb=128,
-    max_memory_mb=10240,
-    gpus=0,
-    pythons=frozenset({(3, 10), (3, 11), (3, 12), (3, 13)}),
-    max_package_mb=250.0,
-    sources=("AWS Lambda quotas: payload 6 MB, timeout 900 s, memory 128-10,240 MB, "
-             "package 250 MB unzipped; runtimes python3.10-3.13; no GPU",),
-)
-
 
 def violation(features: Features, limits: Limits) -> str | None:
     """The first constraint ``limits`` cannot meet for ``features``, in words."""
@@ -61,4 +43,4 @@ def memory_for(features: Features) -> int:
     return max(128, int(features.peak_memory_mb * 2 + 128))
 
 
-__all__ = ["LAMBDA_LIMITS", "LAMBDA_PAYLOAD_BYTES", "MB", "violation", "memory_for"]
+__all__ = ["MB", "violation", "memory_for"]

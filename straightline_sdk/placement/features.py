@@ -11,13 +11,6 @@ from dataclasses import dataclass, field
 
 MB = 1024 * 1024
 
-# The tiers of the StraightLine paper, and the targets that implement them.
-SERVERLESS = "lambda"
-CONTAINER = "docker"
-LOCAL = "local"
-CLUSTER = "ray"
-KINDS = (LOCAL, CONTAINER, SERVERLESS, CLUSTER)
-
 
 @dataclass(frozen=True, slots=True)
 class Features:
@@ -65,6 +58,7 @@ class TargetState:
     limits: Limits = field(default_factory=Limits)
     in_flight: int = 0
     concurrency: int | None = None   # calls it takes at once; None: unbounded
+    tier: str = ""                   # "" : the tier the kind was declared with (placement.tiers)
 
     @property
     def saturated(self) -> bool:

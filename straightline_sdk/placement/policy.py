@@ -31,8 +31,8 @@ from dataclasses import replace
 
 from ..errors import PlacementError
 from .constraints import violation
-from .features import (CLUSTER, CONTAINER, LOCAL, MB, SERVERLESS, Features, TargetState,
-                       Thresholds, human_bytes, human_rate)
+from .features import MB, Features, TargetState, Thresholds, human_bytes, human_rate
+from .tiers import CLUSTER, CONTAINER, LOCAL, SERVERLESS, TIERS, kinds_of, tier_of
 
 # D: requests above it go to Docker. 4 MB keeps every serverless-bound request
 # under Lambda's 6 MB payload once base64-encoded (x 4/3), and is where a
@@ -51,6 +51,7 @@ LARGE = "large"
 MODERATE = "moderate"
 PINNED = "pinned"
 
+#: each branch's tiers, most preferred first
 ORDERS = {
     FREQUENT_SMALL: (SERVERLESS, LOCAL, CONTAINER, CLUSTER),
     LARGE: (CONTAINER, CLUSTER, LOCAL, SERVERLESS),
@@ -83,10 +84,10 @@ class Decision:
     a decision is made on every call, its explanation is read rarely."""
 
     __slots__ = ("target", "branch", "rate", "request_bytes", "batch", "features", "thresholds",
-                 "excluded", "passed_over", "queued")
+                 "excluded", "passed_over", "queued", "names")
 
     def __init__(self, target, branch, rate, request_bytes, batch, features, thresholds,
-                 excluded=(), passed_over=(), queued=False):
+                 excluded=(), passed_over=(), queued=False, names=None):
         self.target = target
         self.branch = branch
         self.rate = rate                  # f_t of this request
@@ -97,6 +98,7 @@ class Decision:
         self.excluded = excluded          # ((kind, constraint violated), ...)
         self.passed_over = passed_over    # ((kind, why not available now), ...)
         self.queued = queued              # every candidate saturated: waits on target
+        self.names = names                # tier -> the kinds that stand for it, in words
 
     @property
     def fell_back(self) -> bool:
@@ -105,35 +107,37 @@ class Decision:
     @property
     def reasons(self) -> list[str]:
         t = self.thresholds
+        names = self.names or _tier_names({})
         rate, size = human_rate(self.rate), human_bytes(self.request_bytes)
         F, D = human_rate(t.rate), human_bytes(t.size)
         if self.branch == FREQUENT_SMALL:
-            first = f"rate {rate} > F = {F} and input {size} < D = {D} → {SERVERLESS} (frequent, small)"
+            first = f"rate {rate} > F = {F} and input {size} < D = {D} → {names[SERVERLESS]} (frequent, small)"
         elif self.branch == LARGE:
-            first = f"input {size} > D = {D} → {CONTAINER} (large data)"
+            first = f"input {size} > D = {D} → {names[CONTAINER]} (large data)"
         elif self.branch == PINNED:
             first = f"pinned to {self.target} by the deployment"
         elif self.rate > t.rate:
-            first = f"input {size} = D = {D}, neither small nor large → {LOCAL} (moderate)"
+            first = f"input {size} = D = {D}, neither small nor large → {names[LOCAL]} (moderate)"
         else:
-            first = f"rate {rate} ≤ F = {F}, input {size} ≤ D = {D} → {LOCAL} (moderate)"
+            first = f"rate {rate} ≤ F = {F}, input {size} ≤ D = {D} → {names[LOCAL]} (moderate)"
         lines = [first]
-        preferred = ORDERS[self.branch][0] if self.branch in ORDERS else self.target
-        mentioned = {kind for kind, _ in self.excluded + self.passed_over}
-        if preferred != self.target and preferred not in mentioned:
-            lines.append(f"{preferred} is not among the allowed targets")
+        target_tier = tier_of(self.target)
+        preferred = ORDERS[self.branch][0] if self.branch in ORDERS else target_tier
+        mentioned = {tier_of(kind) for kind, _ in self.excluded + self.passed_over}
+        if preferred != target_tier and preferred not in mentioned:
+            lines.append(f"{names[preferred]} is not among the allowed targets")
         lines += [f"{kind} excluded: {why}" for kind, why in self.excluded]
         lines += [f"{kind} passed over: {why}" for kind, why in self.passed_over]
-        if self.batch > 1 and self.target == CLUSTER and self.branch in (MODERATE, FREQUENT_SMALL):
-            lines.append(f"a batch of {self.batch} items beyond local capacity → {CLUSTER} before "
-                         f"{CONTAINER}: a container here shares the CPUs the local worker has used "
-                         f"up, the cluster brings its own")
-        if self.target == LOCAL and self.features.memory_mb:
-            lines.append(f"{LOCAL}: memory_mb = {self.features.memory_mb} MB is enforced on the "
-                         f"worker (RLIMIT_AS: past it an allocation raises MemoryError)")
+        if self.batch > 1 and target_tier == CLUSTER and self.branch in (MODERATE, FREQUENT_SMALL):
+            lines.append(f"a batch of {self.batch} items beyond local capacity → {self.target} before "
+                         f"{names[CONTAINER]}: a container here shares the CPUs the local worker "
+                         f"has used up, the cluster brings its own")
+        if target_tier == LOCAL and self.features.memory_mb:
+            lines.append(f"{self.target}: memory_mb = {self.features.memory_mb} MB is enforced on "
+                         f"the worker (RLIMIT_AS: past it an allocation raises MemoryError)")
         if self.queued:
             lines.append(f"every candidate is saturated → waits for {self.target}")
-        elif self.target != preferred:
+        elif target_tier != preferred:
             lines.append(f"→ {self.target}")
         return lines
 
@@ -161,7 +165,8 @@ class Plan:
     in-flight counts are read live from the TargetState objects.
     """
 
-    __slots__ = ("features", "states", "pinned", "static_excluded", "candidates", "batch_candidates")
+    __slots__ = ("features", "states", "pinned", "static_excluded", "candidates", "batch_candidates",
+                 "names")
 
     def __init__(self, features: Features, states: dict[str, TargetState], pinned: str | None = None):
         self.features = features
@@ -173,15 +178,18 @@ class Plan:
             why = violation(unsized, state.limits)
             if why is not None:
                 self.static_excluded[kind] = why
-        orders = {PINNED: (pinned,)} if pinned is not None else ORDERS
-        self.candidates = {
-            branch: tuple(kind for kind in order if kind in states)
-            for branch, order in orders.items()
-        }
-        self.batch_candidates = self.candidates if pinned is not None else {
-            branch: tuple(kind for kind in order if kind in states)
-            for branch, order in BATCH_ORDERS.items()
-        }
+        tiers = {kind: state.tier or tier_of(kind) for kind, state in states.items()}
+        self.names = _tier_names(tiers)
+
+        def kinds_in(order: tuple) -> tuple:
+            return tuple(kind for tier in order for kind in states if tiers[kind] == tier)
+
+        if pinned is not None:
+            self.candidates = {PINNED: (pinned,) if pinned in states else ()}
+            self.batch_candidates = self.candidates
+        else:
+            self.candidates = {branch: kinds_in(order) for branch, order in ORDERS.items()}
+            self.batch_candidates = {branch: kinds_in(order) for branch, order in BATCH_ORDERS.items()}
 
     def decide(self, rate: float, request_bytes: int, thresholds: Thresholds, *,
                batch: int = 1, avoid: tuple = ()) -> Decision:
@@ -217,15 +225,26 @@ class Plan:
                     saturated_first = kind
             else:
                 return Decision(kind, branch, rate, request_bytes, batch, self.features, thresholds,
-                                tuple(excluded or ()), tuple(passed_over or ()))
+                                tuple(excluded or ()), tuple(passed_over or ()), names=self.names)
         if saturated_first is not None:
             return Decision(saturated_first, branch, rate, request_bytes, batch, self.features,
-                            thresholds, tuple(excluded or ()), tuple(passed_over or ()), queued=True)
+                            thresholds, tuple(excluded or ()), tuple(passed_over or ()), queued=True,
+                            names=self.names)
         problems = (excluded or []) + (passed_over or [])
         if self.pinned is not None and self.pinned not in states:
             problems.append((self.pinned, "not among the allowed targets"))
         detail = "; ".join(f"{kind}: {why}" for kind, why in problems) or "no targets allowed"
         raise PlacementError(f"no allowed target can take this request ({detail})", dict(problems))
+
+
+def _tier_names(tiers: dict[str, str]) -> dict[str, str]:
+    """tier -> the kinds that stand for it in words: the allowed ones of that tier,
+    else every kind declared for it, else the tier's own name."""
+    names = {}
+    for tier in TIERS:
+        kinds = [kind for kind, t in tiers.items() if t == tier] or list(kinds_of(tier))
+        names[tier] = "/".join(kinds) or tier
+    return names
 
 
 def decide(features: Features, states: dict[str, TargetState], thresholds: Thresholds,

@@ -20,13 +20,13 @@ from __future__ import annotations
 import base64
 import os
 
-from . import execute
+from . import execute, wire
 
 # the user's os._exit(n) ends their call (SystemExit), not the warm runtime
 execute.trap_process_exit()
 
 PAYLOAD_FILE = "straightline_function.pkl"
-MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"
+MAX_RESULT_ENV = wire.MAX_RESULT_ENV
 
 _function = None
 _load_error: dict | None = None

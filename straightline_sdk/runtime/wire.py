@@ -33,7 +33,29 @@ ALIGN = 64
 # entry and padding, which only pays off for large buffers.
 OUT_OF_BAND_MIN = 64 * 1024
 FRAME_CONTENT_TYPE = "application/x-straightline-frame"
-TOKEN_ENV = "STRAIGHTLINE_TOKEN"
+
+# The worker's HTTP endpoints (runtime/worker.py serves them, targets/http.py calls them).
+INVOKE_PATH = "/invoke"      # POST a request frame, get a response frame
+JSON_PATH = "/json"          # POST {"args": [...], "kwargs": {...}}, get {"result": ...}
+HEALTH_PATH = "/health"      # GET: {"ok": true, ...}
+OPENAPI_PATH = "/openapi.json"   # GET: the JSON door described (OpenAPI 3.1)
+
+# The environment a worker is started with (the local target, the Docker image).
+TOKEN_ENV = "STRAIGHTLINE_TOKEN"                  # the deployment's key (never on the wire)
+FUNCTION_ENV = "STRAIGHTLINE_FUNCTION"            # path of the cloudpickled function
+NAME_ENV = "STRAIGHTLINE_NAME"                    # the deployment's name (for logs)
+CONCURRENCY_ENV = "STRAIGHTLINE_CONCURRENCY"      # calls run at once
+HOST_ENV = "STRAIGHTLINE_HOST"                    # where to listen ...
+PORT_ENV = "STRAIGHTLINE_PORT"                    # ... when no socket is inherited
+LISTEN_FD_ENV = "STRAIGHTLINE_LISTEN_FD"          # an inherited listening socket
+PARENT_PID_ENV = "STRAIGHTLINE_PARENT_PID"        # exit when this process is gone
+LIFELINE_FD_ENV = "STRAIGHTLINE_LIFELINE_FD"      # exit when this pipe's write end closes
+MAX_BODY_ENV = "STRAIGHTLINE_MAX_BODY"            # the largest request body read, bytes
+MAX_CONNECTIONS_ENV = "STRAIGHTLINE_MAX_CONNECTIONS"  # connections served at once
+MEMORY_MB_ENV = "STRAIGHTLINE_MEMORY_MB"          # local target: cap the address space
+IDLE_TIMEOUT_ENV = "STRAIGHTLINE_IDLE_TIMEOUT_S"  # keep-alive idleness allowed, seconds
+HEAD_TIMEOUT_ENV = "STRAIGHTLINE_HEAD_TIMEOUT_S"  # a request head must arrive within this
+MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"  # Lambda: the largest response frame
 
 ECHO = "straightline-echo"
 

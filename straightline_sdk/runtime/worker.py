@@ -42,8 +42,8 @@ _MAX_HEADER_BYTES = 32 * 1024
 # A stranger's connection is cheap for them and costs us a thread: it must send
 # its first request head within _HEAD_S of connecting, later ones within _IDLE_S
 # of the last answer (keep-alive), and bodies at no less than _MIN_RATE.
-_IDLE_S = float(os.environ.get("STRAIGHTLINE_IDLE_TIMEOUT_S") or 60)
-_HEAD_S = float(os.environ.get("STRAIGHTLINE_HEAD_TIMEOUT_S") or 10)
+_IDLE_S = float(os.environ.get(wire.IDLE_TIMEOUT_ENV) or 60)
+_HEAD_S = float(os.environ.get(wire.HEAD_TIMEOUT_ENV) or 10)
 _BODY_S = 30.0
 _MIN_RATE = 1024 * 1024          # bytes/s a body (or an answer) must at least move at
 _UNAUTHENTICATED_DRAIN = 64 * 1024  # a refused request's body is skipped up to this, else closed
@@ -363,14 +363,14 @@ class Handler(BaseHTTPRequestHandler):
                          b"Access-Control-Max-Age: 600\r\nContent-Length: 0\r\n\r\n")
 
     def do_GET(self):
-        if self.path not in ("/health", "/openapi.json"):
+        if self.path not in (wire.HEALTH_PATH, wire.OPENAPI_PATH):
             self._refuse(404, f"no such endpoint: GET {self.path}")
             return
         if not self._credential(json_door=True):
             return
         if self._sdk and self._session is not None:
             self._verify_mac(b"")
-        if self.path == "/openapi.json":
+        if self.path == wire.OPENAPI_PATH:
             self._send_json(200, openapi(self.worker.name))
             return
         w = self.worker
@@ -382,16 +382,16 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == auth.AUTH_PATH:
             self._auth_handshake()
             return
-        if self.path not in ("/invoke", "/json"):
+        if self.path not in (wire.INVOKE_PATH, wire.JSON_PATH):
             self._refuse(404, f"no such endpoint: POST {self.path}")
             return
-        if not self._credential(json_door=self.path == "/json"):
+        if not self._credential(json_door=self.path == wire.JSON_PATH):
             return
         body = self._read_body()
         self.server.deadlines.pop(self.request, None)   # the call itself may take its time
         if self._sdk and self._session is not None:
             self._verify_mac(body)
-        if self.path == "/invoke":
+        if self.path == wire.INVOKE_PATH:
             self._invoke(body)
         else:
             self._invoke_json(body)
@@ -609,28 +609,28 @@ def main() -> None:
     if not token:
         sys.exit("straightline worker: STRAIGHTLINE_TOKEN is not set; refusing to serve without a token")
     execute.trap_process_exit()
-    lifeline = os.environ.get("STRAIGHTLINE_LIFELINE_FD")
-    parent = os.environ.get("STRAIGHTLINE_PARENT_PID")
+    lifeline = os.environ.get(wire.LIFELINE_FD_ENV)
+    parent = os.environ.get(wire.PARENT_PID_ENV)
     if lifeline:
         _watch_lifeline(int(lifeline))
     elif parent:
         _watch_parent(int(parent))
     signal.signal(signal.SIGTERM, lambda *_: execute.real_exit(0))
-    with open(os.environ["STRAIGHTLINE_FUNCTION"], "rb") as f:
+    with open(os.environ[wire.FUNCTION_ENV], "rb") as f:
         fn = execute.load_function(f.read())
     server = serve(
         fn, token=token,
-        host=os.environ.get("STRAIGHTLINE_HOST", "127.0.0.1"),
-        port=int(os.environ.get("STRAIGHTLINE_PORT", "0")),
-        concurrency=int(os.environ.get("STRAIGHTLINE_CONCURRENCY", "4")),
-        name=os.environ.get("STRAIGHTLINE_NAME", ""),
-        listen_fd=int(os.environ["STRAIGHTLINE_LISTEN_FD"]) if os.environ.get("STRAIGHTLINE_LISTEN_FD") else None,
-        max_body=int(os.environ.get("STRAIGHTLINE_MAX_BODY") or DEFAULT_MAX_BODY),
-        max_connections=int(os.environ.get("STRAIGHTLINE_MAX_CONNECTIONS") or DEFAULT_MAX_CONNECTIONS),
+        host=os.environ.get(wire.HOST_ENV, "127.0.0.1"),
+        port=int(os.environ.get(wire.PORT_ENV, "0")),
+        concurrency=int(os.environ.get(wire.CONCURRENCY_ENV, "4")),
+        name=os.environ.get(wire.NAME_ENV, ""),
+        listen_fd=int(os.environ[wire.LISTEN_FD_ENV]) if os.environ.get(wire.LISTEN_FD_ENV) else None,
+        max_body=int(os.environ.get(wire.MAX_BODY_ENV) or DEFAULT_MAX_BODY),
+        max_connections=int(os.environ.get(wire.MAX_CONNECTIONS_ENV) or DEFAULT_MAX_CONNECTIONS),
         ready=lambda port: print(f"{READY_LINE} port={port}", flush=True),
     )
-    if os.environ.get("STRAIGHTLINE_MEMORY_MB"):
-        limit_memory(int(os.environ["STRAIGHTLINE_MEMORY_MB"]))
+    if os.environ.get(wire.MEMORY_MB_ENV):
+        limit_memory(int(os.environ[wire.MEMORY_MB_ENV]))
     server.serve_forever()
 
 

@@ -13,21 +13,13 @@ and never interpret the response frame: the user's errors travel inside it.
 from __future__ import annotations
 
 import secrets
+import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..packaging import FunctionPackage
 from ..placement import Limits
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one call needs. ``None`` leaves the target's default."""
-
-    memory_mb: int | None = None
-    cpus: float | None = None
-    gpus: int = 0
-    timeout_s: float | None = None
+from ..resources import Resources  # noqa: F401  (re-exported: it was defined here)
 
 
 @dataclass(frozen=True)
@@ -48,13 +40,43 @@ class DeploySpec:
     package: FunctionPackage
     resources: Resources = field(default_factory=Resources)
     requirements: tuple[str, ...] = ()
-    options: dict = field(default_factory=dict)
+    options: object = field(default_factory=dict)   # the kind's Options (targets/options.py)
     keep: bool = False
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
 
     @property
     def name(self) -> str:
         return self.package.name
+
+
+@dataclass(slots=True)
+class Reply:
+    """What one ``invoke`` brings back: the response frame, and facts about that
+    call alone. Nothing about a call is left on the target, where a concurrent
+    call could read it."""
+
+    body: bytes | bytearray | memoryview
+    cold: bool = False       # this call started the deployment (a fresh worker, a Lambda init)
+    timings: dict = field(default_factory=dict)   # e.g. {"init_s": 0.4}: what the target measured
+
+
+# The deployments live in this process, as their specs: the handle notes them
+# here (a downward call), so a target's inventory can tell its orphans without
+# importing the handle.
+_live_specs: dict[int, DeploySpec] = {}
+
+
+def note_live(spec: DeploySpec) -> None:
+    _live_specs[id(spec)] = spec
+
+
+def note_gone(spec: DeploySpec) -> None:
+    _live_specs.pop(id(spec), None)
+
+
+def live_specs() -> list[DeploySpec]:
+    """The specs of this process's live deployments."""
+    return list(_live_specs.values())
 
 
 class Target:
@@ -65,10 +87,17 @@ class Target:
     def __init__(self, spec: DeploySpec, progress=None):
         self.spec = spec
         self.progress = progress
-        self.cold = True   # the next call is the first on a fresh deployment
-        # Targets that learn per call whether it started cold (Lambda's Init
-        # Duration) set this after each invoke; the router prefers it to ``cold``.
-        self.last_call_cold: bool | None = None
+        self.cold = True   # no call has been answered on this deployment yet
+        self._answered_lock = threading.Lock()
+
+    def _first_answer(self) -> bool:
+        """Note that a call was answered; True for the first one only, whichever
+        thread it came on (its Reply is the cold one)."""
+        if not self.cold:
+            return False
+        with self._answered_lock:
+            cold, self.cold = self.cold, False
+        return cold
 
     @classmethod
     def probe(cls, options: dict) -> Probe:
@@ -77,10 +106,10 @@ class Target:
     def deploy(self) -> None:
         raise NotImplementedError
 
-    def invoke(self, segments: list, total: int, timeout: float | None) -> bytes | bytearray:
+    def invoke(self, segments: list, total: int, timeout: float | None) -> Reply:
         raise NotImplementedError
 
-    def invoke_chunk(self, segments: list, total: int, timeout: float | None) -> bytes | bytearray:
+    def invoke_chunk(self, segments: list, total: int, timeout: float | None) -> Reply:
         """One chunk of a map. Targets with a better way to fan out many calls
         override it (Ray: tasks across the cluster instead of the warm actor)."""
         return self.invoke(segments, total, timeout)

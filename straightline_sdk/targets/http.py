@@ -193,8 +193,11 @@ class WorkerClient:
             self._idle.append(conn)
         return response
 
-    def get_json(self, path: str, timeout: float = 5.0, authorize: bool = True):
+    def get(self, path: str, timeout: float = 5.0, authorize: bool = True) -> HTTPResponse:
+        """GET ``path``; the response (``.status``, ``.body``, ``.json()``)."""
         return self.request("GET", path, timeout=timeout, authorize=authorize)
+
+    get_json = get   # the name it had; it returns the response, not JSON
 
     def close(self) -> None:
         with self._lock:
@@ -244,7 +247,7 @@ def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | N
     TargetFailure) or None, and is asked only when the connection fails;
     ``liveness()`` likewise, every LIVENESS_INTERVAL_S while an answer is awaited."""
     try:
-        response = client.request("POST", "/invoke", segments, total,
+        response = client.request("POST", wire.INVOKE_PATH, segments, total,
                                   content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout,
                                   liveness=liveness)
     except PeerNotVerified:
@@ -272,7 +275,7 @@ def worker_health(client: WorkerClient | None, dead=lambda: None) -> tuple[bool,
     if client is None:
         return False, "not deployed"
     try:
-        response = client.get_json("/health", timeout=5.0)
+        response = client.get(wire.HEALTH_PATH, timeout=5.0)
     except TargetFailure as exc:
         return False, str(exc)
     if response.status != 200:

@@ -20,13 +20,16 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
+from typing import ClassVar
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
 from ..runtime import execute, wire
-from .base import Probe, Target
+from .base import Probe, Reply, Target
+from .options import TargetOptions
 from .http import WorkerClient, invoke_worker, worker_health
 
 
@@ -50,7 +53,23 @@ def _available_memory_mb() -> int | None:
     return None
 
 
-FROZEN_AFTER_S = 1.0
+@dataclass(frozen=True)
+class LocalOptions(TargetOptions):
+    """The local target's options (``configure(options={"local": {...}})``,
+    ``STRAIGHTLINE_LOCAL_<OPTION>``, ``[tool.straightline.options.local]``)."""
+
+    kind: ClassVar[str] = "local"
+
+    concurrency: int | None = None     # calls the worker runs at once; default max(2, CPUs)
+    host: str = "127.0.0.1"            # where the worker listens
+    port: int = 0                      # 0: a free port
+    start_timeout_s: float = 30.0      # how long the worker may take to answer
+
+
+Options = LocalOptions
+
+
+FROZEN_AFTER_S = 1.0   # a worker stopped this long fails the call waiting on it
 
 
 class LocalTarget(Target):
@@ -58,7 +77,8 @@ class LocalTarget(Target):
 
     def __init__(self, spec, progress=None):
         super().__init__(spec, progress)
-        self.concurrency = int(spec.options.get("concurrency") or max(2, os.cpu_count() or 2))
+        self.options = LocalOptions.parse(spec.options)
+        self.concurrency = self.options.concurrency or max(2, os.cpu_count() or 2)
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
         self._dir: str | None = None
@@ -86,25 +106,25 @@ class LocalTarget(Target):
         fd = os.open(function_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(self.spec.package.payload)
-        host = self.spec.options.get("host", "127.0.0.1")
+        host = self.options.host
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, int(self.spec.options.get("port", 0))))
+        listener.bind((host, self.options.port))
         listener.listen(128)
         port = listener.getsockname()[1]
         lifeline_read, self._lifeline = os.pipe()   # neither end inheritable by default
         env = dict(os.environ)
         memory_mb = self.spec.resources.memory_mb
         if memory_mb:
-            env["STRAIGHTLINE_MEMORY_MB"] = str(int(memory_mb))
+            env[wire.MEMORY_MB_ENV] = str(int(memory_mb))
         env.update({
             wire.TOKEN_ENV: self.spec.token,
-            "STRAIGHTLINE_FUNCTION": function_path,
-            "STRAIGHTLINE_NAME": self.spec.name,
-            "STRAIGHTLINE_LISTEN_FD": str(listener.fileno()),
-            "STRAIGHTLINE_CONCURRENCY": str(self.concurrency),
-            "STRAIGHTLINE_LIFELINE_FD": str(lifeline_read),
-            "STRAIGHTLINE_MAX_BODY": str(self._max_body()),
+            wire.FUNCTION_ENV: function_path,
+            wire.NAME_ENV: self.spec.name,
+            wire.LISTEN_FD_ENV: str(listener.fileno()),
+            wire.CONCURRENCY_ENV: str(self.concurrency),
+            wire.LIFELINE_FD_ENV: str(lifeline_read),
+            wire.MAX_BODY_ENV: str(self._max_body()),
             # the worker resolves modules as this process does
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
             "PYTHONUNBUFFERED": "1",
@@ -120,7 +140,7 @@ class LocalTarget(Target):
         os.close(lifeline_read)
         self.client = WorkerClient(host if host != "0.0.0.0" else "127.0.0.1", port,
                                    self.spec.token, target=self.kind)
-        self._wait_ready(float(self.spec.options.get("start_timeout_s", 30)))
+        self._wait_ready(self.options.start_timeout_s)
 
     def _max_body(self) -> int:
         """The largest request the worker reads: the call's memory limit, or half
@@ -192,8 +212,7 @@ class LocalTarget(Target):
         except CallTimeout as exc:
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
-        self.cold = False
-        return body
+        return Reply(body, cold=self._first_answer())
 
     def _replace_worker(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function

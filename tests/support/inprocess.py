@@ -15,7 +15,7 @@ from straightline_sdk import targets
 from straightline_sdk.errors import TargetFailure
 from straightline_sdk.placement import Limits
 from straightline_sdk.runtime import execute
-from straightline_sdk.targets.base import Probe, Target
+from straightline_sdk.targets.base import Probe, Reply, Target
 
 
 class InProcessTarget(Target):
@@ -50,8 +50,7 @@ class InProcessTarget(Target):
             raise failure
         body = b"".join(bytes(s) for s in segments)
         out, _ = execute.handle_frame(self.fn, body)
-        self.cold = False
-        return b"".join(bytes(s) for s in out)
+        return Reply(b"".join(bytes(s) for s in out), cold=self._first_answer())
 
     def health(self):
         return (True, "ok") if self.healthy else (False, "stopped")
@@ -60,9 +59,11 @@ class InProcessTarget(Target):
         self.fn = None
 
 
-def install(monkeypatch, kind: str, limits: Limits = Limits(), slots: int = 8):
-    """Register an in-process target class under ``kind``; returns the class."""
-    cls = type(f"InProcess_{kind}", (InProcessTarget,),
+def install(monkeypatch, kind: str, limits: Limits = Limits(), slots: int = 8,
+            base: type = InProcessTarget):
+    """Register an in-process target class (``base`` or a subclass) under ``kind``;
+    returns the class."""
+    cls = type(f"InProcess_{kind}", (base,),
                {"kind": kind, "limits": limits, "slots": slots, "instances": []})
     path = f"tests.support.inprocess:{cls.__name__}"
     globals()[cls.__name__] = cls

@@ -2,27 +2,12 @@
 
 boto3 with the standard credential chain and region (AWS_ENDPOINT_URL is
 honoured, which is how the tests point it at moto). Deploy builds a zip bundle
-(packaging/lambda_zip.py) and creates or updates the function; the bundle's
+(bundle.py) and creates or updates the function; the bundle's
 content key travels in the function's tags, so an unchanged redeploy, from
 this process or a later one, uploads nothing. Invoke sends the request frame
 base64 in the JSON event and returns the response frame.
 
-Options (``configure(options={"lambda": {...}})`` or STRAIGHTLINE_LAMBDA_<OPTION>):
-
-    role              execution role ARN or name (default: the SDK's minimal role,
-                      created when IAM permits)
-    create_role       create that minimal role when no role is configured (default true)
-    region            AWS region (default: the standard chain, e.g. AWS_REGION)
-    architecture      "x86_64" (default) or "arm64"
-    concurrency       calls in flight at once before the router counts it saturated (10)
-    bucket            S3 bucket for bundles over the 50 MB direct upload limit
-                      (default straightline-sdk-<account>-<region>, created when permitted)
-    memory_mb         memory when Resources(memory_mb=) is not given (default 512)
-    timeout_s         time limit when Resources(timeout_s=) is not given (default 60)
-    max_attempts      tries of a throttled call before it fails over (default 6)
-    direct_upload_limit_mb  bundles above this go through S3 (default 50)
-
-Docs: docs/targets-lambda.md.
+Options: options.py (``LambdaOptions``: names, types, defaults). Docs: docs/targets-lambda.md.
 """
 
 from __future__ import annotations
@@ -42,10 +27,12 @@ import time
 from tenacity import (RetryError, Retrying, retry_if_exception, retry_if_exception_type,
                       stop_after_attempt, stop_after_delay, wait_exponential, wait_random)
 
-from ..errors import CallTimeout, PayloadTooLarge, TargetFailure, TargetUnavailable
-from ..local_state import owner_alive, owner_tag
-from ..placement.constraints import LAMBDA_LIMITS
-from .base import Probe, Target
+from ...errors import CallTimeout, PayloadTooLarge, TargetFailure, TargetUnavailable
+from ...local_state import owner_alive, owner_tag
+from ..base import Probe, Reply, Target
+from .errors import RETRYABLE_CODES, Retryable, client_error_code, hint_for, role_not_ready
+from .limits import LAMBDA_LIMITS
+from .options import ARCHITECTURES, LambdaOptions
 
 KIND = "lambda"
 INSTALL_HINT = "pip install 'straightline-sdk[aws]'"
@@ -56,11 +43,10 @@ DEFAULT_ROLE_NAME = "straightline-lambda-execution"
 BASIC_EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
 # https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html: a .zip uploaded
 # through the API may be 50 MB; larger ones go through S3 (up to the 250 MB unzipped limit).
-DIRECT_UPLOAD_LIMIT_MB = 50
-DEFAULT_MEMORY_MB = 512
-DEFAULT_TIMEOUT_S = 60
-DEFAULT_CONCURRENCY = 10
-ARCHITECTURES = {"x86_64": "linux/x86_64", "arm64": "linux/aarch64"}
+DIRECT_UPLOAD_LIMIT_MB = LambdaOptions.direct_upload_limit_mb   # the defaults live in options.py
+DEFAULT_MEMORY_MB = LambdaOptions.memory_mb
+DEFAULT_TIMEOUT_S = int(LambdaOptions.timeout_s)
+DEFAULT_CONCURRENCY = LambdaOptions.concurrency
 
 # The glibc of the OS each Lambda Python runtime runs on (Amazon Linux 2: 2.26 for
 # python3.10 and 3.11; Amazon Linux 2023: 2.34 for python3.12 and 3.13), from
@@ -73,16 +59,6 @@ TAG_NAME = "straightline:name"              # the deployment's name
 TAG_KEY = "straightline:bundle"             # the bundle's content key
 TAG_OWNER = "straightline:owner"            # host:pid:start of the deploying process
 TAG_KEEP = "straightline:keep"              # "true": outlives its process
-
-# Lambda errors that mean the function did not run and a later try may work.
-_RETRYABLE_CODES = frozenset({"TooManyRequestsException", "ThrottlingException",
-                              "EC2ThrottledException", "ResourceNotReadyException",
-                              "ResourceConflictException", "SubnetIPAddressLimitReachedException"})
-
-
-def _truthy(value) -> bool:
-    return str(value).strip().lower() not in ("0", "false", "no", "off", "")
-
 
 def function_name_for(name: str) -> str:
     """A valid Lambda function name (letters, digits, - and _, at most 64) for a
@@ -120,30 +96,15 @@ def _boto3():
     return boto3
 
 
-class _Retryable(Exception):
-    """A call Lambda refused without running it (throttled, not ready)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-def _client_error_code(exc) -> tuple[str, int]:
-    response = getattr(exc, "response", None) or {}
-    code = response.get("Error", {}).get("Code", "")
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return code, status
-
-
 class LambdaTarget(Target):
     kind = KIND
 
     def __init__(self, spec, progress=None):
         super().__init__(spec, progress)
-        self.options = dict(spec.options)
-        self.concurrency = int(self.options.get("concurrency") or DEFAULT_CONCURRENCY)
+        self.options = LambdaOptions.parse(spec.options)
+        self.concurrency = self.options.concurrency
         self.function_name = function_name_for(spec.name)
-        self.architecture = str(self.options.get("architecture") or "x86_64")
+        self.architecture = self.options.architecture
         self.arn: str | None = None
         self.region: str | None = None
         self.uploaded = False           # whether the last deploy sent code
@@ -160,10 +121,10 @@ class LambdaTarget(Target):
     # -- clients ---------------------------------------------------------------
 
     @classmethod
-    def _make_session(cls, options: dict):
+    def _make_session(cls, options: LambdaOptions):
         boto3 = _boto3()
         # botocore reads AWS_DEFAULT_REGION but not AWS_REGION, which the other AWS SDKs use
-        region = options.get("region") or os.environ.get("AWS_REGION") or None
+        region = options.region or os.environ.get("AWS_REGION") or None
         return boto3.session.Session(region_name=region)
 
     def _client(self, service: str, **config):
@@ -172,18 +133,19 @@ class LambdaTarget(Target):
 
     @property
     def memory_mb(self) -> int:
-        memory = self.spec.resources.memory_mb or int(self.options.get("memory_mb") or DEFAULT_MEMORY_MB)
+        memory = self.spec.resources.memory_mb or self.options.memory_mb
         return max(LAMBDA_LIMITS.min_memory_mb, min(LAMBDA_LIMITS.max_memory_mb, int(memory)))
 
     @property
     def timeout_s(self) -> int:
-        timeout = self.spec.resources.timeout_s or float(self.options.get("timeout_s") or DEFAULT_TIMEOUT_S)
+        timeout = self.spec.resources.timeout_s or self.options.timeout_s
         return max(1, min(int(LAMBDA_LIMITS.max_timeout_s), math.ceil(timeout)))
 
     # -- probe -----------------------------------------------------------------
 
     @classmethod
-    def probe(cls, options: dict) -> Probe:
+    def probe(cls, options) -> Probe:
+        options = LambdaOptions.parse(options)
         if _boto3() is None:
             return Probe(False, "boto3 is not installed", hint=INSTALL_HINT, limits=LAMBDA_LIMITS)
         session = cls._make_session(options)
@@ -200,7 +162,7 @@ class LambdaTarget(Target):
             return Probe(False, "no AWS credentials found", limits=LAMBDA_LIMITS,
                          hint="set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, "
                               "or run `aws configure` / `aws sso login`")
-        architecture = str(options.get("architecture") or "x86_64")
+        architecture = options.architecture
         if architecture not in ARCHITECTURES:
             return Probe(False, f"unknown Lambda architecture {architecture!r}", limits=LAMBDA_LIMITS,
                          hint=f"use one of {sorted(ARCHITECTURES)}")
@@ -208,7 +170,7 @@ class LambdaTarget(Target):
         # (a deployment on an unsupported version excludes Lambda with that reason).
         return Probe(True, limits=LAMBDA_LIMITS, capacity={
             "memory_mb": LAMBDA_LIMITS.max_memory_mb, "gpus": 0, "region": session.region_name,
-            "concurrency": int(options.get("concurrency") or DEFAULT_CONCURRENCY)})
+            "concurrency": options.concurrency})
 
     # -- deploy ------------------------------------------------------------------
 
@@ -236,9 +198,9 @@ class LambdaTarget(Target):
         try:
             self._deploy()
         except ClientError as exc:
-            code, _ = _client_error_code(exc)
+            code, _ = client_error_code(exc)
             raise TargetUnavailable(f"deploying {self.function_name!r} to AWS Lambda failed: {exc}",
-                                    target=KIND, hint=_hint_for(code)) from exc
+                                    target=KIND, hint=hint_for(code)) from exc
         except BotoCoreError as exc:
             raise TargetUnavailable(f"deploying {self.function_name!r} to AWS Lambda failed: {exc}",
                                     target=KIND, hint="check the network and AWS_ENDPOINT_URL") from exc
@@ -252,13 +214,13 @@ class LambdaTarget(Target):
 
     def _deploy(self) -> None:
         from botocore.exceptions import ClientError
-        from ..packaging import lambda_zip
+        from . import bundle as lambda_zip
         lam = self._control
         self._step(f"checking Lambda function {self.function_name} in {self.region}")
         try:
             current = lam.get_function(FunctionName=self.function_name)
         except ClientError as exc:
-            if _client_error_code(exc)[0] != "ResourceNotFoundException":
+            if client_error_code(exc)[0] != "ResourceNotFoundException":
                 raise
             current = None
         tags = (current or {}).get("Tags") or {}
@@ -317,7 +279,7 @@ class LambdaTarget(Target):
 
     def _dependencies(self):
         """The captured dependencies to ship as wheels, and the hash of the whole set."""
-        from ..packaging import dependencies
+        from ...packaging import dependencies
         platform = ARCHITECTURES[self.architecture]
         deps = dependencies.capture(None, self.spec.package, self.spec.requirements, platform=platform)
         # The bundle carries this client's own cloudpickle (the one the payload was made
@@ -328,8 +290,8 @@ class LambdaTarget(Target):
 
     def _wheels(self, shipped) -> list[str]:
         """Wheels for Lambda's platform (from the per-user cache, downloaded when missing)."""
-        from ..errors import PackagingError
-        from ..packaging import dependencies
+        from ...errors import PackagingError
+        from ...packaging import dependencies
         if not shipped.pins:
             return []
         platform = ARCHITECTURES[self.architecture]
@@ -362,7 +324,7 @@ class LambdaTarget(Target):
                      "docker or ray target")
 
     def _bundle(self, wheels: list[str], key: str):
-        from ..packaging import lambda_zip
+        from . import bundle as lambda_zip
         entries = lambda_zip.plan_bundle(self.spec.package, wheels)
         size = lambda_zip.unzipped_bytes(entries)
         if size / (1024 * 1024) > LAMBDA_LIMITS.max_package_mb:
@@ -374,7 +336,7 @@ class LambdaTarget(Target):
         return lambda_zip.build_bundle(entries, key)
 
     def _code_location(self, bundle) -> dict:
-        limit_mb = float(self.options.get("direct_upload_limit_mb", DIRECT_UPLOAD_LIMIT_MB))
+        limit_mb = self.options.direct_upload_limit_mb
         if len(bundle.data) <= limit_mb * 1024 * 1024:
             self._step(f"uploading {len(bundle.data) / (1024 * 1024):.1f} MB")
             return {"ZipFile": bundle.data}
@@ -387,7 +349,7 @@ class LambdaTarget(Target):
 
     def _bucket(self, s3) -> str:
         from botocore.exceptions import ClientError
-        bucket = self.options.get("bucket")
+        bucket = self.options.bucket
         if not bucket:
             account = self._client("sts").get_caller_identity()["Account"]
             bucket = f"straightline-sdk-{account}-{self.region}"
@@ -395,7 +357,7 @@ class LambdaTarget(Target):
             s3.head_bucket(Bucket=bucket)
             return bucket
         except ClientError as exc:
-            code, status = _client_error_code(exc)
+            code, status = client_error_code(exc)
             if status != 404 and code not in ("404", "NoSuchBucket", "NotFound"):
                 raise TargetUnavailable(f"the S3 bucket {bucket!r} for the Lambda bundle cannot be "
                                         f"used: {exc}", target=KIND,
@@ -423,11 +385,11 @@ class LambdaTarget(Target):
             pass
 
     def _environment(self) -> dict:
-        from ..runtime.lambda_handler import MAX_RESULT_ENV
+        from ...runtime.lambda_handler import MAX_RESULT_ENV
         return {"Variables": {MAX_RESULT_ENV: str(LAMBDA_LIMITS.max_result_bytes)}}
 
     def _create(self, code: dict) -> None:
-        from ..packaging.lambda_zip import HANDLER
+        from .bundle import HANDLER
         role = self._execution_role()
         self._step(f"creating Lambda function {self.function_name}")
         params = dict(FunctionName=self.function_name, Runtime="python%d.%d" % sys.version_info[:2],
@@ -438,7 +400,7 @@ class LambdaTarget(Target):
                       Tags=self._tags(self.bundle_key or ""))
         # A role created moments ago takes a few seconds before Lambda may assume it.
         for attempt in Retrying(stop=stop_after_delay(60), wait=wait_exponential(multiplier=1, max=8),
-                                retry=retry_if_exception(_role_not_ready), reraise=True):
+                                retry=retry_if_exception(role_not_ready), reraise=True):
             with attempt:
                 created = self._control.create_function(**params)
         self.arn = created["FunctionArn"]
@@ -453,11 +415,11 @@ class LambdaTarget(Target):
         self._update_configuration(config)
 
     def _update_configuration(self, config: dict) -> None:
-        from ..packaging.lambda_zip import HANDLER
+        from .bundle import HANDLER
         wanted = {"MemorySize": self.memory_mb, "Timeout": self.timeout_s, "Handler": HANDLER,
                   "Runtime": "python%d.%d" % sys.version_info[:2],
                   "Environment": self._environment()}
-        if self.options.get("role"):
+        if self.options.role:
             wanted["Role"] = self._execution_role()
         changes = {k: v for k, v in wanted.items() if config.get(k) != v}
         if not changes:
@@ -477,7 +439,7 @@ class LambdaTarget(Target):
     def _execution_role(self) -> str:
         from botocore.exceptions import ClientError
         iam = self._client("iam", retries={"mode": "standard"})
-        role = self.options.get("role")
+        role = self.options.role
         if role:
             if str(role).startswith("arn:"):
                 return str(role)
@@ -486,13 +448,13 @@ class LambdaTarget(Target):
             except ClientError as exc:
                 raise TargetUnavailable(f"the configured Lambda execution role {role!r} cannot be "
                                         f"found: {exc}", target=KIND, hint=ROLE_HINT) from exc
-        if not _truthy(self.options.get("create_role", True)):
+        if not self.options.create_role:
             raise TargetUnavailable("no Lambda execution role is configured, and creating one is "
                                     "turned off (create_role=false)", target=KIND, hint=ROLE_HINT)
         try:
             return iam.get_role(RoleName=DEFAULT_ROLE_NAME)["Role"]["Arn"]
         except ClientError as exc:
-            if _client_error_code(exc)[0] != "NoSuchEntity":
+            if client_error_code(exc)[0] != "NoSuchEntity":
                 raise TargetUnavailable(f"no Lambda execution role is configured, and this identity "
                                         f"may not look up or create one: {exc}",
                                         target=KIND, hint=ROLE_HINT) from exc
@@ -525,12 +487,12 @@ class LambdaTarget(Target):
             raise TargetFailure("the Lambda target is not deployed", target=KIND)
         frame = b"".join(segments) if len(segments) != 1 else bytes(segments[0])
         event = b'{"frame":"' + base64.b64encode(frame) + b'"}'
-        attempts = int(self.options.get("max_attempts") or 6)
+        attempts = self.options.max_attempts
         started = time.monotonic()
         try:
             for attempt in Retrying(stop=stop_after_attempt(attempts),
                                     wait=wait_exponential(multiplier=0.1, max=5.0) + wait_random(0, 0.1),
-                                    retry=retry_if_exception_type(_Retryable)):
+                                    retry=retry_if_exception_type(Retryable)):
                 with attempt:
                     response = self._invoke_once(event)
         except RetryError as exc:
@@ -550,9 +512,9 @@ class LambdaTarget(Target):
                                         InvocationType="RequestResponse", LogType="Tail",
                                         Payload=event)
         except ClientError as exc:
-            code, status = _client_error_code(exc)
-            if code in _RETRYABLE_CODES or status == 429:
-                raise _Retryable(code or str(status), exc.response["Error"].get("Message", "")) from exc
+            code, status = client_error_code(exc)
+            if code in RETRYABLE_CODES or status == 429:
+                raise Retryable(code or str(status), exc.response["Error"].get("Message", "")) from exc
             if code == "ResourceNotFoundException":
                 self._gone = True
                 raise TargetFailure(f"the Lambda function {self.function_name!r} no longer exists",
@@ -572,7 +534,7 @@ class LambdaTarget(Target):
             raise TargetFailure(f"the call to AWS Lambda broke off: {exc}", target=KIND,
                                 may_have_run=True) from exc
 
-    def _read_response(self, response: dict) -> bytes:
+    def _read_response(self, response: dict) -> Reply:
         raw = response["Payload"].read()
         tail = response.get("LogResult")
         if tail:
@@ -593,11 +555,11 @@ class LambdaTarget(Target):
         with self._lock:
             self.calls += 1
             self.cold_starts += cold
-            self.last_call_cold = cold
             self.cold = False
         if "error" in body:
             raise self._runtime_error(body["error"] or {})
-        return bytearray(base64.b64decode(body["frame"]))  # writable, as on the other targets
+        # writable, as on the other targets; cold as Lambda reported it for this very call
+        return Reply(bytearray(base64.b64decode(body["frame"])), cold=cold)
 
     def _function_error(self, body: dict) -> Exception:
         kind = str(body.get("errorType", ""))
@@ -646,7 +608,7 @@ class LambdaTarget(Target):
         try:
             config = self._control.get_function_configuration(FunctionName=self.function_name)
         except ClientError as exc:
-            if _client_error_code(exc)[0] == "ResourceNotFoundException":
+            if client_error_code(exc)[0] == "ResourceNotFoundException":
                 self._gone = True
                 return False, f"the Lambda function {self.function_name!r} no longer exists"
             return False, f"AWS Lambda did not answer the health check: {exc}"
@@ -666,7 +628,7 @@ class LambdaTarget(Target):
         try:
             self._control.delete_function(FunctionName=self.function_name)
         except ClientError as exc:
-            if _client_error_code(exc)[0] != "ResourceNotFoundException":
+            if client_error_code(exc)[0] != "ResourceNotFoundException":
                 raise
         self._gone = True
 
@@ -685,7 +647,8 @@ class LambdaTarget(Target):
     # -- the CLI: straightline ls / gc -------------------------------------------------
 
     @classmethod
-    def inventory(cls, options: dict) -> list[dict]:
+    def inventory(cls, options) -> list[dict]:
+        options = LambdaOptions.parse(options)
         """Lambda functions the SDK created in the configured region."""
         if not cls.probe(options).available:
             return []
@@ -712,7 +675,8 @@ class LambdaTarget(Target):
         return found
 
     @classmethod
-    def remove(cls, item: dict, options: dict) -> None:
+    def remove(cls, item: dict, options) -> None:
+        options = LambdaOptions.parse(options)
         """Delete one function ``inventory`` listed; only if the SDK's tag is still on it."""
         from botocore.exceptions import BotoCoreError, ClientError
         lam = cls._make_session(options).client("lambda")
@@ -726,28 +690,12 @@ class LambdaTarget(Target):
                                         f"not removed", target=KIND)
             lam.delete_function(FunctionName=item["id"])
         except ClientError as exc:
-            if _client_error_code(exc)[0] == "ResourceNotFoundException":
+            if client_error_code(exc)[0] == "ResourceNotFoundException":
                 return  # gone already
             raise TargetFailure(f"removing {item['id']} failed: {exc}", target=KIND,
-                                hint=_hint_for(_client_error_code(exc)[0])) from exc
+                                hint=hint_for(client_error_code(exc)[0])) from exc
         except BotoCoreError as exc:
             raise TargetFailure(f"removing {item['id']} failed: {exc}", target=KIND) from exc
-
-
-def _role_not_ready(exc: BaseException) -> bool:
-    code, _ = _client_error_code(exc)
-    text = str(exc).lower()
-    return code == "InvalidParameterValueException" and "role" in text and "assume" in text
-
-
-def _hint_for(code: str) -> str | None:
-    if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException",
-                "InvalidSignatureException"):
-        return ("check the AWS identity's permissions (lambda:CreateFunction, UpdateFunctionCode, "
-                "GetFunction, TagResource, InvokeFunction, iam:PassRole) and credentials")
-    if code == "CodeStorageExceededException":
-        return "remove unused Lambda functions (`straightline gc`) or old versions"
-    return None
 
 
 __all__ = ["LambdaTarget", "function_name_for"]

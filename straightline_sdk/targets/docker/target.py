@@ -15,18 +15,7 @@ who can reach the engine, so the token is not derived from anything in them:
 it is kept in ``~/.cache/straightline/docker/workers/<container id>.json``
 (0600, folder 0700), which also records the process now using the container.
 
-Options (``configure(options={"docker": {...}})``, STRAIGHTLINE_DOCKER_<NAME>,
-or per deployment):
-    base_image       default python:<major>.<minor>-slim
-    docker_host      engine address; default DOCKER_HOST, else the local socket
-    publish_host     address the port is published on: 127.0.0.1 for a local
-                     engine, 0.0.0.0 for a remote one (its own 127.0.0.1 is not
-                     reachable from here)
-    connect_host     where this process connects: 127.0.0.1, or the remote
-                     engine's host name from DOCKER_HOST
-    concurrency      calls a container runs at once (default: its CPUs, >= 2)
-    start_timeout_s  how long to wait for the worker to answer (default 60)
-    gpus             GPUs the engine offers, for placement (the engine does not say)
+Options: docker/options.py (``DockerOptions``: names, types, defaults).
 """
 
 from __future__ import annotations
@@ -48,14 +37,15 @@ from urllib.parse import urlsplit
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ..errors import CallTimeout, PackagingError, TargetFailure, TargetUnavailable
-from ..local_state import cache_dir, owner_alive, owner_tag, write_private
-from ..packaging import content_hash, docker_context
-from ..packaging.dependencies import capture, download_wheels
-from ..placement import MB, Limits
-from ..runtime import wire
-from .base import Probe, Target
-from .http import WorkerClient, invoke_worker, worker_health
+from ...errors import CallTimeout, PackagingError, TargetFailure, TargetUnavailable
+from ...local_state import cache_dir, owner_alive, owner_tag, write_private
+from ...packaging import content_hash, docker_context
+from ...packaging.dependencies import capture, download_wheels
+from ...placement import MB, Limits
+from ...runtime import wire
+from ..base import Probe, Reply, Target
+from .options import DockerOptions
+from ..http import WorkerClient, invoke_worker, worker_health
 
 KIND = "docker"
 log = logging.getLogger("straightline")
@@ -91,11 +81,11 @@ def _docker_sdk():
     return docker
 
 
-def engine_address(options: dict) -> str:
-    return options.get("docker_host") or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+def engine_address(options: DockerOptions) -> str:
+    return options.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def remote_host(options: dict) -> str | None:
+def remote_host(options: DockerOptions) -> str | None:
     """The engine's host name when it is on another machine, else None."""
     url = urlsplit(engine_address(options))
     if url.scheme in ("tcp", "ssh", "http", "https") and (url.hostname or "") not in _LOCAL_HOSTS:
@@ -104,17 +94,17 @@ def remote_host(options: dict) -> str | None:
 
 
 def _sdk_version() -> str:
-    from .. import __version__
+    from ... import __version__
     return __version__
 
 
-def _client(options: dict, timeout: int = API_TIMEOUT_S):
+def _client(options: DockerOptions, timeout: int = API_TIMEOUT_S):
     """A docker SDK client for the engine the options name (cached per address)."""
     docker = _docker_sdk()
     if docker is None:
         raise TargetUnavailable("the docker Python SDK is not installed", target=KIND,
                                 hint=INSTALL_HINT)
-    address = options.get("docker_host")
+    address = options.docker_host
     key = (address, os.environ.get("DOCKER_HOST"), timeout)
     with _clients_lock:
         client = _clients.get(key)
@@ -135,12 +125,12 @@ def _client(options: dict, timeout: int = API_TIMEOUT_S):
     return client
 
 
-def _unix_socket_path(options: dict) -> str | None:
+def _unix_socket_path(options: DockerOptions) -> str | None:
     url = urlsplit(engine_address(options))
     return url.path if url.scheme == "unix" and url.path else None
 
 
-def _engine_info(options: dict, timeout: float = PROBE_TIMEOUT_S) -> dict:
+def _engine_info(options: DockerOptions, timeout: float = PROBE_TIMEOUT_S) -> dict:
     """The engine's ``docker info``. A local engine is asked over its socket
     directly: a probe then costs milliseconds, where importing and connecting
     the docker SDK costs ~0.2 s (on every deploy after a kernel restart)."""
@@ -184,8 +174,8 @@ def _gpu_runtime(info: dict) -> bool:
     return "nvidia" in (info.get("Runtimes") or {})
 
 
-def _capacity(info: dict, options: dict) -> dict:
-    gpus = int(options.get("gpus") or (1 if _gpu_runtime(info) else 0))
+def _capacity(info: dict, options: DockerOptions) -> dict:
+    gpus = options.gpus if options.gpus is not None else (1 if _gpu_runtime(info) else 0)
     return {"memory_mb": int(info.get("MemTotal", 0)) // MB or None,
             "cpus": float(info.get("NCPU") or 0) or None, "gpus": gpus}
 
@@ -248,8 +238,8 @@ class DockerTarget(Target):
 
     def __init__(self, spec, progress=None):
         super().__init__(spec, progress)
-        self.options = dict(spec.options)
-        self.concurrency = int(self.options.get("concurrency") or 4)
+        self.options = DockerOptions.parse(spec.options)
+        self.concurrency = self.options.concurrency or 4
         self.docker = None
         self._container = None          # the docker SDK's object, looked up when first needed
         self._container_id: str | None = None
@@ -289,7 +279,8 @@ class DockerTarget(Target):
     # -- availability ----------------------------------------------------------
 
     @classmethod
-    def probe(cls, options: dict) -> Probe:
+    def probe(cls, options) -> Probe:
+        options = DockerOptions.parse(options)
         if importlib.util.find_spec("docker") is None:
             return Probe(False, "the docker Python SDK is not installed", hint=INSTALL_HINT)
         try:
@@ -328,9 +319,9 @@ class DockerTarget(Target):
                 f"{engine_address(self.options)} has no GPU runtime (nvidia)", target=KIND,
                 hint="install the NVIDIA Container Toolkit on the engine's host, or drop Resources(gpus=)")
         cpus = resources.cpus or float(info.get("NCPU") or 2)
-        self.concurrency = int(self.options.get("concurrency") or max(2, math.ceil(cpus)))
+        self.concurrency = self.options.concurrency or max(2, math.ceil(cpus))
 
-        base = docker_context.base_image(self.options)
+        base = self.options.base_image or docker_context.default_base_image()
         base_id = self._base_image_id(base)
         try:
             deps = capture(None, self.spec.package, self.spec.requirements, platform=platform)
@@ -366,8 +357,8 @@ class DockerTarget(Target):
 
     def _addresses(self) -> tuple[str, str]:
         remote = remote_host(self.options)
-        bind = self.options.get("publish_host") or ("0.0.0.0" if remote else "127.0.0.1")
-        connect = self.options.get("connect_host") or remote or "127.0.0.1"
+        bind = self.options.publish_host or ("0.0.0.0" if remote else "127.0.0.1")
+        connect = self.options.connect_host or remote or "127.0.0.1"
         return bind, connect
 
     def _base_image_id(self, base: str) -> str:
@@ -451,8 +442,8 @@ class DockerTarget(Target):
         try:
             self.container = self.docker.containers.run(
                 self.image_tag, detach=True, init=True, name=self._container_name(),
-                environment={wire.TOKEN_ENV: self.spec.token, "STRAIGHTLINE_NAME": self.spec.name,
-                             "STRAIGHTLINE_CONCURRENCY": str(self.concurrency)},
+                environment={wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
+                             wire.CONCURRENCY_ENV: str(self.concurrency)},
                 ports={f"{docker_context.WORKER_PORT}/tcp": (bind,)}, labels=labels, **limits)
         except Exception as exc:
             raise TargetUnavailable(f"the Docker engine could not start a container of "
@@ -460,7 +451,7 @@ class DockerTarget(Target):
         _write_record(self.container.id, self.spec.token)
         try:
             self.client = WorkerClient(connect, self._published_port(), self.spec.token, target=KIND)
-            self._wait_ready(float(self.options.get("start_timeout_s", 60)))
+            self._wait_ready(self.options.start_timeout_s)
             self.client.close()
             self.client = self._worker_client(connect, self.spec.token)
         except BaseException:
@@ -474,13 +465,13 @@ class DockerTarget(Target):
         the fallback (Docker Desktop's VM hides bridge addresses)."""
         port = self._published_port()
         published = WorkerClient(connect, port, token, target=KIND)
-        direct = str(self.options.get("direct", "1")).lower() not in ("0", "false", "no", "off")
-        address = (self.container.attrs["NetworkSettings"].get("IPAddress") or "") if direct else ""
+        address = (self.container.attrs["NetworkSettings"].get("IPAddress") or "") \
+            if self.options.direct else ""
         if not address or remote_host(self.options) or not sys.platform.startswith("linux"):
             return published
         bridge = WorkerClient(address, docker_context.WORKER_PORT, token, target=KIND)
         try:
-            reachable = bridge.request("GET", "/health", timeout=0.5, authorize=False).status == 401
+            reachable = bridge.request("GET", wire.HEALTH_PATH, timeout=0.5, authorize=False).status == 401
         except Exception:   # unreachable, or not listening yet: the published port works anyway
             reachable = False
         if reachable:
@@ -508,7 +499,7 @@ class DockerTarget(Target):
             failure = self._stopped(wait_s=0)
             if failure is not None:
                 raise TargetUnavailable(str(failure), target=KIND)
-            response = self.client.get_json("/health", timeout=5.0)
+            response = self.client.get(wire.HEALTH_PATH, timeout=5.0)
             if response.status != 200:
                 raise TargetUnavailable(f"the worker refused its own token (HTTP {response.status})",
                                         target=KIND)
@@ -539,7 +530,7 @@ class DockerTarget(Target):
         return content_hash(
             spec.package.content_hash, repr(sorted(spec.package.module_names)), spec.name,
             repr(sorted(spec.requirements)), repr(spec.resources), repr(spec.keep),
-            json.dumps(self.options, sort_keys=True, default=str), engine_address(self.options),
+            json.dumps(self.options.given(), sort_keys=True, default=str), engine_address(self.options),
             sys.version, repr([(p, os.stat(p).st_mtime_ns) for p in folders]))
 
     def _remember(self) -> None:
@@ -563,7 +554,7 @@ class DockerTarget(Target):
             return False   # another live process uses it
         client = WorkerClient(entry["host"], int(entry["port"]), record["token"], target=KIND)
         try:
-            response = client.get_json("/health", timeout=1.0)
+            response = client.get(wire.HEALTH_PATH, timeout=1.0)
             health = response.json() if response.status == 200 else {}
         except (TargetFailure, ValueError):
             health = {}
@@ -686,8 +677,7 @@ class DockerTarget(Target):
         except CallTimeout as exc:
             self._restart_container(client)
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
-        self.cold = False
-        return body
+        return Reply(body, cold=self._first_answer())
 
     def _restart_container(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function cannot
@@ -706,7 +696,7 @@ class DockerTarget(Target):
             try:
                 container.restart(timeout=0)
                 self.client = WorkerClient(connect, self._published_port(), record["token"], target=KIND)
-                self._wait_ready(float(self.options.get("start_timeout_s", 60)))
+                self._wait_ready(self.options.start_timeout_s)
                 self.client.close()
                 self.client = self._worker_client(connect, record["token"])
             except Exception as exc:   # the next call's health check reports the container
@@ -769,13 +759,13 @@ class DockerTarget(Target):
     # -- what the CLI sees -----------------------------------------------------------
 
     @classmethod
-    def inventory(cls, options: dict) -> list[dict]:
+    def inventory(cls, options) -> list[dict]:
         """SDK-labelled containers and images on the engine. Orphan: no live
         process owns it (a container: neither its starter nor its current user
         runs, and it is not keep=True; an image: no owned container or image
         needs it, and the process that built it is gone). Owners on other
         machines cannot be checked: their things never count as orphans."""
-        docker = _client(options, timeout=60)
+        docker = _client(DockerOptions.parse(options), timeout=60)
         items: list[dict] = []
         needed_images: set[str] = set()
         needed_deps: set[str] = set()
@@ -815,8 +805,8 @@ class DockerTarget(Target):
         return items
 
     @classmethod
-    def remove(cls, item: dict, options: dict) -> None:
-        docker = _client(options, timeout=60)
+    def remove(cls, item: dict, options) -> None:
+        docker = _client(DockerOptions.parse(options), timeout=60)
         sdk = _docker_sdk()
         try:
             if item["type"] == "container":

@@ -29,10 +29,11 @@ import sys
 import threading
 import time
 
-from ..errors import CallTimeout, TargetFailure, TargetUnavailable
-from ..placement import MB, Limits
-from ..runtime import ray_entry
-from .base import Probe, Target
+from ...errors import CallTimeout, TargetFailure, TargetUnavailable
+from ...placement import MB, Limits
+from ...runtime import ray_entry
+from ..base import Probe, Reply, Target, live_specs
+from .options import RayOptions
 
 log = logging.getLogger("straightline")
 
@@ -48,14 +49,8 @@ _lock = threading.Lock()
 _started_here = False
 
 
-def _flag(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
-
-
-def _address(options: dict) -> str | None:
-    return options.get("address") or os.environ.get("RAY_ADDRESS") or None
+def _address(options: RayOptions) -> str | None:
+    return options.address or os.environ.get("RAY_ADDRESS") or None
 
 
 def _connected_ray():
@@ -74,7 +69,7 @@ def _shutdown_started_cluster() -> None:
     _started_here = False
 
 
-def connect(options: dict):
+def connect(options):
     """Connect this process to the configured cluster (or start a local one when
     asked); returns the ray module. Raises TargetUnavailable saying what to do."""
     global _started_here
@@ -82,6 +77,7 @@ def connect(options: dict):
         raise TargetUnavailable("Ray is not installed", target="ray", hint=INSTALL_HINT)
     import ray
 
+    options = RayOptions.parse(options)
     address = _address(options)
     with _lock:
         if ray.is_initialized():
@@ -95,8 +91,8 @@ def connect(options: dict):
         try:
             if address:
                 ray.init(address=address, namespace=NAMESPACE)
-            elif _flag(options.get("start_local")):
-                num_cpus = options.get("num_cpus")
+            elif options.start_local:
+                num_cpus = options.num_cpus
                 ray.init(num_cpus=int(num_cpus) if num_cpus else None, include_dashboard=False,
                          namespace=NAMESPACE)
                 _started_here = True
@@ -147,7 +143,8 @@ class RayTarget(Target):
 
     def __init__(self, spec, progress=None):
         super().__init__(spec, progress)
-        self.concurrency = int(spec.options["concurrency"]) if spec.options.get("concurrency") else None
+        self.options = RayOptions.parse(spec.options)
+        self.concurrency = self.options.concurrency
         self._ray = None
         self._actor = None
         self._task = None
@@ -158,13 +155,14 @@ class RayTarget(Target):
         self._replace_lock = threading.Lock()
 
     @classmethod
-    def probe(cls, options: dict) -> Probe:
+    def probe(cls, options) -> Probe:
+        options = RayOptions.parse(options)
         if importlib.util.find_spec("ray") is None:
             return Probe(False, "Ray is not installed", hint=INSTALL_HINT)
         if _connected_ray() is None and not _address(options):
-            if _flag(options.get("start_local")):
+            if options.start_local:
                 # Not started yet (a probe never starts Ray): this machine is what it will get.
-                cpus = float(options.get("num_cpus") or os.cpu_count() or 1)
+                cpus = float(options.num_cpus or os.cpu_count() or 1)
                 return Probe(True, limits=Limits(
                     cpus=cpus, gpus=0, pythons=frozenset({sys.version_info[:2]}),
                     sources=("a local Ray cluster, started at first deploy: this machine's CPUs",),
@@ -182,7 +180,7 @@ class RayTarget(Target):
     # -- deployment -------------------------------------------------------------
 
     def deploy(self) -> None:
-        ray = self._ray = connect(self.spec.options)
+        ray = self._ray = connect(self.options)
         from ray import exceptions as rex
 
         self._address = ray.get_runtime_context().gcs_address
@@ -209,7 +207,7 @@ class RayTarget(Target):
         # Ray retries off: the router decides what may run again (see docs/concepts.md).
         self._task = ray.remote(ray_entry.run_frame).options(
             num_cpus=res.cpus if res.cpus is not None else 1, max_retries=0, **placement)
-        start_timeout = float(self.spec.options.get("start_timeout_s", 120))
+        start_timeout = self.options.start_timeout_s
         try:
             self._host = ray.get(self._actor.ping.remote(), timeout=start_timeout)
         except rex.GetTimeoutError:
@@ -252,7 +250,7 @@ class RayTarget(Target):
                         time.sleep(0.05)
                 self._start_actor(ray)
                 self._host = ray.get(self._actor.ping.remote(),
-                                     timeout=float(self.spec.options.get("start_timeout_s", 120)))
+                                     timeout=self.options.start_timeout_s)
             except Exception as exc:   # the next call's health check finds it and redeploys
                 log.warning("replacing the Ray actor for %r after a timeout failed: %s",
                             self.spec.name, _first_line(exc))
@@ -273,14 +271,14 @@ class RayTarget(Target):
     def _runtime_env(self, ray) -> dict | None:
         """Dependencies for a cluster whose nodes do not share this Python
         environment; None for a cluster on this machine alone (same packages)."""
-        ship = self.spec.options.get("ship_dependencies")
+        ship = self.options.ship_dependencies
         if ship is None:
             here = ray.get_runtime_context().get_node_id()
             ship = any(n.get("Alive") and n.get("NodeID") != here for n in ray.nodes())
-        if not _flag(ship):
+        if not ship:
             return None
         import straightline_sdk
-        from ..packaging import dependencies
+        from ...packaging import dependencies
 
         self._step("capturing the function's dependencies")
         deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
@@ -336,9 +334,8 @@ class RayTarget(Target):
                 may_have_run=True,
                 hint="the next call starts a new actor; allow another target (targets=[...]) "
                      "for automatic failover") from exc
-        self.cold = False
         # writable, like every target's response: arrays rebuilt from it are not read-only
-        return bytearray(body)
+        return Reply(bytearray(body), cold=self._first_answer())
 
     def health(self) -> tuple[bool, str]:
         if self._actor is None:
@@ -377,13 +374,12 @@ class RayTarget(Target):
     # -- what the CLI sees ---------------------------------------------------------
 
     @classmethod
-    def inventory(cls, options: dict) -> list[dict]:
+    def inventory(cls, options) -> list[dict]:
         """Actors left running with keep=True (named, detached) on the connected cluster."""
         ray = _connected_ray()
         if ray is None:
             return []
-        from ..handle import deployments
-        live = {f"{_NAME_PREFIX}{d.name}-{d.spec.package.content_hash[:12]}" for d in deployments()}
+        live = {f"{_NAME_PREFIX}{spec.name}-{spec.package.content_hash[:12]}" for spec in live_specs()}
         items = []
         for entry in ray.util.list_named_actors(all_namespaces=True):
             if entry.get("namespace") == NAMESPACE and entry.get("name", "").startswith(_NAME_PREFIX):
@@ -394,7 +390,7 @@ class RayTarget(Target):
         return items
 
     @classmethod
-    def remove(cls, item: dict, options: dict) -> None:
+    def remove(cls, item: dict, options) -> None:
         ray = connect(options)
         ray.kill(ray.get_actor(item["id"], namespace=NAMESPACE))
 

@@ -1,0 +1,317 @@
+"""The router: where each request of one deployment goes, and what happens there.
+
+Every request: observe the rate (f_t), take the size of its frame (r_d), ask the
+placement Plan, deploy the chosen target the first time it is chosen, send the
+frame, record the call. A target failure fails over to the next target in the
+policy's order; the user's own exceptions never do (they travel inside the
+response frame).
+
+The router is given everything it needs (the deployment's spec, its static
+features, the allowed kinds, the rate estimator, the telemetry) and never calls
+back into the handle: ``Deployment`` is a facade over it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+
+from . import targets as target_registry
+from .config import settings
+from .errors import PlacementError, StraightLineError, TargetFailure, TargetUnavailable
+from .placement import Decision, Features, Plan, RateEstimator, TargetState, Thresholds
+from .progress import Progress
+from .protocol import decode_response, encode_request
+from .targets.base import DeploySpec, Target
+from .telemetry import Telemetry
+
+log = logging.getLogger("straightline")
+
+#: a target that failed is left alone this long before it may be chosen again
+DOWN_FOR_S = 10.0
+
+
+class Router:
+    """Routes one deployment's requests over its allowed targets, and owns them."""
+
+    def __init__(self, name: str, spec: DeploySpec, allowed: tuple[str, ...], *,
+                 pinned: str | None, idempotent: bool, rate: RateEstimator,
+                 telemetry: Telemetry, features: Features):
+        self.name = name
+        self.spec = spec
+        self.allowed = allowed
+        self.pinned = pinned
+        self.idempotent = idempotent
+        self.rate = rate
+        self.telemetry = telemetry
+        self.thresholds_override: Thresholds | None = None   # set by calibration
+        self.last_decision: Decision | None = None
+        self._static_features = features     # everything but the rate, which is read live
+        self._targets: dict[str, Target] = {}
+        self._states: dict[str, TargetState] = {}
+        self._down_until: dict[str, float] = {}
+        self._plan: Plan | None = None
+        self._cond = threading.Condition()
+        self._deploy_lock = threading.RLock()
+        self._closed = False
+
+    # -- what the handle (and calibration, the panel) read and set -------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def thresholds(self) -> Thresholds:
+        """F and D in force: calibrated ones if calibrated, else the configured ones."""
+        return self.thresholds_override or settings().thresholds
+
+    @property
+    def deployed(self) -> dict[str, Target]:
+        return dict(self._targets)
+
+    def features(self) -> Features:
+        return replace(self._static_features, rate=self.rate.rate())
+
+    def set_features(self, features: Features) -> None:
+        """New static features (a profile arrived): the plan is rebuilt on next use."""
+        self._static_features = features
+        self._plan = None
+
+    def pin(self, kind: str | None) -> None:
+        if kind is not None and kind not in self.allowed:
+            raise PlacementError(f"cannot pin {kind!r}: not among the allowed targets {list(self.allowed)}")
+        self.pinned = kind
+        self.last_decision = None
+        self._plan = None
+
+    def use_thresholds(self, thresholds: Thresholds | None) -> None:
+        """Thresholds measured by calibration (None: back to the configured ones)."""
+        self.thresholds_override = thresholds
+        self.last_decision = None
+
+    def plan(self) -> Plan:
+        """The placement Plan for the current features and targets (built when needed)."""
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = Plan(self.features(), self._refresh_states(), self.pinned)
+        return plan
+
+    def typical_decision(self) -> Decision:
+        """Where the deployment's typical request (its profile) goes now."""
+        if self.last_decision is None:
+            features = self.features()
+            self.last_decision = self.plan().decide(
+                features.rate, features.request_bytes, self.thresholds, batch=1)
+        return self.last_decision
+
+    def overview(self) -> dict[str, dict]:
+        states = self.plan().states
+        overview = {}
+        for kind in self.allowed:
+            st = states.get(kind)
+            target = self._targets.get(kind)
+            if st is not None and not st.available:
+                state, reason = "down", st.reason
+            elif target is not None:
+                state, reason = ("cold" if target.cold else "warm"), ""
+            else:
+                state, reason = "not deployed", ""
+            excluded = self._plan.static_excluded.get(kind) if self._plan else None
+            overview[kind] = {"state": state, "reason": reason or (excluded or ""),
+                              "in_flight": st.in_flight if st else 0,
+                              "concurrency": st.concurrency if st else None,
+                              **(target.describe() if target is not None else {})}
+        return overview
+
+    def map_concurrency(self) -> int:
+        total = 0
+        for state in self.plan().states.values():
+            if state.available:
+                total += state.concurrency or 8
+        return max(2, min(32, total))
+
+    # -- deploying ------------------------------------------------------------------
+
+    def ensure_deployed(self, kind: str) -> Target:
+        """The deployed target of ``kind``, deploying it now if it is not yet."""
+        with self._deploy_lock:
+            self.check_open()
+            existing = self._targets.get(kind)
+            if existing is not None:
+                return existing
+            cls = target_registry.target_class(kind)
+            if cls is None:
+                raise TargetUnavailable(f"the {kind} target is not available in this version",
+                                        target=kind)
+            spec = replace(self.spec, options=settings().target_options(kind))
+            with Progress(f"deploying {self.name} to {kind}") as progress:
+                target = cls(spec, progress=progress)
+                target.deploy()
+            self._targets[kind] = target
+            state = self._states.get(kind)
+            if state is not None:
+                state.concurrency = target.concurrency
+            return target
+
+    def deploy_initial(self) -> None:
+        """Deploy where the typical request belongs; if that fails, where it falls back to."""
+        self.last_decision = None
+        decision = self.typical_decision()
+        try:
+            self.ensure_deployed(decision.target)
+        except TargetUnavailable as exc:
+            self._mark_down(decision.target, str(exc).splitlines()[0])
+            self.last_decision = None
+            fallback = self.typical_decision()
+            if fallback.target == decision.target:
+                raise
+            self.ensure_deployed(fallback.target)
+
+    def prewarm(self, kinds=None) -> None:
+        plan = self.plan()
+        for kind in kinds or self.allowed:
+            state = plan.states.get(kind)
+            if state is not None and state.available and kind not in plan.static_excluded:
+                self.ensure_deployed(kind)
+
+    def close(self) -> dict[str, Target] | None:
+        """Stop routing; returns the targets to tear down (None if already closed)."""
+        with self._deploy_lock:
+            if self._closed:
+                return None
+            self._closed = True
+            deployed, self._targets = dict(self._targets), {}
+        return deployed
+
+    def check_open(self) -> None:
+        if self._closed:
+            raise StraightLineError(f"deployment {self.name!r} was undeployed; decorate the "
+                                    f"function again to redeploy it")
+
+    # -- the call path ------------------------------------------------------------------
+
+    def send(self, calls: list, n: int, chunk: bool = False):
+        """Route one request of ``n`` calls (``chunk``: part of a map); returns (outcomes, decision)."""
+        self.check_open()
+        segments, total = encode_request(calls)
+        size = total // n
+        rate = self.rate.observe(count=n)
+        thresholds = self.thresholds
+        plan = self._plan or self.plan()
+        if self._down_until:
+            self._recover_targets(time.monotonic())
+        avoid: tuple = ()
+        last_failure: TargetFailure | None = None
+        rerun: tuple | None = None   # (target, why) of an attempt that may have run
+        while True:
+            with self._cond:
+                try:
+                    decision = plan.decide(rate, size, thresholds, batch=n, avoid=avoid)
+                except PlacementError:
+                    if last_failure is not None:
+                        raise last_failure from None
+                    raise
+                state = plan.states[decision.target]
+                if decision.queued:
+                    while state.concurrency is not None and state.in_flight >= state.concurrency:
+                        self._cond.wait()
+                state.in_flight += 1
+            kind = decision.target
+            if rerun is not None:   # said only once there is a target to run it again on
+                log.warning("%s: the %s target failed during a call that may have started there "
+                            "(%s); running it again on the %s target", self.name, *rerun, kind)
+                rerun = None
+            try:
+                target = self._targets.get(kind) or self.ensure_deployed(kind)
+                t0 = time.perf_counter()
+                reply = (target.invoke_chunk if chunk else target.invoke)(
+                    segments, total, self.spec.resources.timeout_s)
+                latency = time.perf_counter() - t0
+            except TargetFailure as exc:
+                last_failure = exc
+                self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
+                                      items=n, request_bytes=total, outcome="failed",
+                                      detail=str(exc).splitlines()[0][:200])
+                self._after_failure(kind, exc)
+                if not self._may_retry(exc):
+                    raise
+                if exc.may_have_run:
+                    rerun = (kind, str(exc).splitlines()[0])
+                avoid += (kind,)
+                continue
+            except TargetUnavailable as exc:  # deploying the chosen target failed
+                last_failure = TargetFailure(str(exc), target=kind, may_have_run=False)
+                self._mark_down(kind, str(exc).splitlines()[0])
+                avoid += (kind,)
+                continue
+            finally:
+                with self._cond:
+                    state.in_flight -= 1
+                    self._cond.notify()
+            body = reply.body
+            outcomes = decode_response(body)
+            errors = 0
+            for ok, _ in outcomes:
+                if not ok:
+                    errors += 1
+            self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
+                                  items=n, request_bytes=total, response_bytes=len(body),
+                                  latency_s=latency, cold=reply.cold,
+                                  outcome="error" if errors else "ok")
+            self.last_decision = decision
+            return outcomes, decision
+
+    def _may_retry(self, exc: TargetFailure) -> bool:
+        return not exc.may_have_run or self.idempotent
+
+    def _after_failure(self, kind: str, exc: TargetFailure) -> None:
+        """A target failed a call: if it no longer answers, drop it, so the policy's
+        next choice of it deploys it afresh (a new worker or container); if that
+        deployment fails too, the kind is marked down for a while."""
+        target = self._targets.get(kind)
+        if target is None:
+            return
+        healthy, detail = target.health()
+        if healthy:
+            return  # e.g. saturated or throttled: the target is fine, this call goes elsewhere
+        log.warning("%s: the %s target stopped answering (%s); it will be redeployed when next chosen",
+                    self.name, kind, detail.splitlines()[0][:200])
+        with self._deploy_lock:
+            if self._targets.get(kind) is target:
+                del self._targets[kind]
+        try:
+            target.teardown()
+        except Exception as teardown_exc:
+            log.debug("teardown of failed %s target: %s", kind, teardown_exc)
+
+    # -- target states ----------------------------------------------------------------
+
+    def _refresh_states(self) -> dict[str, TargetState]:
+        states = {}
+        for kind in self.allowed:
+            pr = target_registry.probe(kind, settings().target_options(kind))
+            old = self._states.get(kind)
+            reason = pr.reason + (f" ({pr.hint})" if pr.hint else "")
+            deployed = self._targets.get(kind)
+            states[kind] = TargetState(
+                kind, pr.available, reason, pr.limits, in_flight=old.in_flight if old else 0,
+                concurrency=deployed.concurrency if deployed else None)
+        self._states = states
+        return states
+
+    def _recover_targets(self, now: float) -> None:
+        for kind, until in list(self._down_until.items()):
+            if now >= until:
+                del self._down_until[kind]
+                state = self._states.get(kind)
+                if state is not None:
+                    state.available, state.reason = True, ""
+
+    def _mark_down(self, kind: str, reason: str) -> None:
+        state = self._states.get(kind)
+        if state is not None:
+            state.available, state.reason = False, reason
+        self._down_until[kind] = time.monotonic() + DOWN_FOR_S
