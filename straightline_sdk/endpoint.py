@@ -69,7 +69,7 @@ def endpoint_of(dep) -> Endpoint:
             return _endpoint(dep, kind, target.door_address())
     for kind in reversed(DOOR_KINDS):
         if kind in dep.allowed:
-            target = dep._deploy(kind)
+            target = dep.router.ensure_deployed(kind)
             return _endpoint(dep, kind, target.door_address())
     raise TargetUnavailable(
         f"{dep.name!r} has no HTTP worker to serve JSON calls (its targets are "

@@ -14,13 +14,15 @@ back into the handle: ``Deployment`` is a facade over it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 
 from . import targets as target_registry
 from .config import settings
-from .errors import PlacementError, StraightLineError, TargetFailure, TargetUnavailable
+from .errors import CallTimeout, PlacementError, StraightLineError, TargetFailure, TargetUnavailable
 from .placement import Decision, Features, Plan, RateEstimator, TargetState, Thresholds
 from .progress import Progress
 from .protocol import decode_response, encode_request
@@ -31,6 +33,20 @@ log = logging.getLogger("straightline")
 
 #: a target that failed is left alone this long before it may be chosen again
 DOWN_FOR_S = 10.0
+
+#: A call without Resources(timeout_s=) still does not wait forever: past
+#: max(DEADLINE_FLOOR_S, DEADLINE_FACTOR x the profiled run time x the items in the
+#: request) without an answer, its target counts as failed (a TargetFailure: the
+#: router fails over and the target is replaced). Generous on purpose: frozen and
+#: vanished workers are caught sooner by the targets' liveness checks; this is the
+#: bound for what those cannot see. Resources(timeout_s=math.inf) waits forever.
+DEADLINE_FLOOR_S = 600.0
+DEADLINE_FACTOR = 50.0
+
+
+def default_deadline(runtime_s: float, items: int) -> float:
+    """The deadline of a request of ``items`` calls of a function profiled at ``runtime_s``."""
+    return max(DEADLINE_FLOOR_S, DEADLINE_FACTOR * max(runtime_s, 0.0) * max(items, 1))
 
 
 class Router:
@@ -54,6 +70,9 @@ class Router:
         self._down_until: dict[str, float] = {}
         self._plan: Plan | None = None
         self._cond = threading.Condition()
+        # per kind: requests waiting for a slot, first come first served; a freed
+        # slot is handed to the first of them, never taken by a later arrival
+        self._waiting: dict[str, deque] = {}
         self._deploy_lock = threading.RLock()
         self._closed = False
 
@@ -204,21 +223,32 @@ class Router:
         if self._down_until:
             self._recover_targets(time.monotonic())
         avoid: tuple = ()
+        replaced: tuple = ()         # kinds whose failed target was dropped: one fresh try each
+        retried: tuple = ()
         last_failure: TargetFailure | None = None
         rerun: tuple | None = None   # (target, why) of an attempt that may have run
+        timeout, deadline_is_default = self._deadline(n)
         while True:
             with self._cond:
                 try:
                     decision = plan.decide(rate, size, thresholds, batch=n, avoid=avoid)
                 except PlacementError:
-                    if last_failure is not None:
-                        raise last_failure from None
-                    raise
+                    retry = next((k for k in avoid if k in replaced), None)
+                    if retry is None:
+                        if last_failure is not None:
+                            raise last_failure from None
+                        raise
+                    # nowhere else to go, and the failed target was dropped: once
+                    # more on a fresh one of the same kind (a new worker or container)
+                    replaced = tuple(k for k in replaced if k != retry)
+                    retried += (retry,)
+                    avoid = tuple(k for k in avoid if k != retry)
+                    continue
                 state = plan.states[decision.target]
-                if decision.queued:
-                    while state.concurrency is not None and state.in_flight >= state.concurrency:
-                        self._cond.wait()
-                state.in_flight += 1
+                if decision.queued or self._waiting.get(decision.target):
+                    self._wait_for_slot(decision.target, state)
+                else:
+                    state.in_flight += 1
             kind = decision.target
             if rerun is not None:   # said only once there is a target to run it again on
                 log.warning("%s: the %s target failed during a call that may have started there "
@@ -227,15 +257,25 @@ class Router:
             try:
                 target = self._targets.get(kind) or self.ensure_deployed(kind)
                 t0 = time.perf_counter()
-                reply = (target.invoke_chunk if chunk else target.invoke)(
-                    segments, total, self.spec.resources.timeout_s)
+                try:
+                    reply = (target.invoke_chunk if chunk else target.invoke)(
+                        segments, total, timeout)
+                except CallTimeout as exc:
+                    if not deadline_is_default:
+                        raise
+                    raise TargetFailure(
+                        f"the {kind} target gave no answer within the default deadline of "
+                        f"{timeout:g} s ({exc})", target=kind, may_have_run=True,
+                        hint="the deadline is derived from the profiled run time; "
+                             "Resources(timeout_s=...) sets your own, math.inf waits forever") from None
                 latency = time.perf_counter() - t0
             except TargetFailure as exc:
                 last_failure = exc
                 self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
                                       items=n, request_bytes=total, outcome="failed",
                                       detail=str(exc).splitlines()[0][:200])
-                self._after_failure(kind, exc)
+                if self._after_failure(kind, exc) and kind not in retried:
+                    replaced += (kind,)
                 if not self._may_retry(exc):
                     raise
                 if exc.may_have_run:
@@ -248,9 +288,7 @@ class Router:
                 avoid += (kind,)
                 continue
             finally:
-                with self._cond:
-                    state.in_flight -= 1
-                    self._cond.notify()
+                self._release_slot(kind, state)
             body = reply.body
             outcomes = decode_response(body)
             errors = 0
@@ -264,19 +302,51 @@ class Router:
             self.last_decision = decision
             return outcomes, decision
 
+    def _deadline(self, items: int) -> tuple[float | None, bool]:
+        """(seconds a request may wait for its answer, whether that is the default)."""
+        timeout = self.spec.resources.timeout_s
+        if timeout is not None:
+            return (None if math.isinf(timeout) else timeout), False
+        return default_deadline(self._static_features.runtime_s, items), True
+
+    def _wait_for_slot(self, kind: str, state: TargetState) -> None:
+        """Join the line for ``kind`` (under self._cond) and wait until a slot is
+        handed over: first come, first served, whatever threads arrive meanwhile."""
+        ticket = threading.Event()
+        line = self._waiting.setdefault(kind, deque())
+        line.append(ticket)
+        if state.concurrency is None or state.in_flight < state.concurrency:
+            line.popleft()            # a slot is free and nobody is ahead (we are alone)
+            state.in_flight += 1
+            return
+        self._cond.release()
+        try:
+            ticket.wait()
+        finally:
+            self._cond.acquire()
+
+    def _release_slot(self, kind: str, state: TargetState) -> None:
+        with self._cond:
+            line = self._waiting.get(kind)
+            if line:
+                line.popleft().set()  # the slot goes to the first in line; in_flight unchanged
+            else:
+                state.in_flight -= 1
+
     def _may_retry(self, exc: TargetFailure) -> bool:
         return not exc.may_have_run or self.idempotent
 
-    def _after_failure(self, kind: str, exc: TargetFailure) -> None:
+    def _after_failure(self, kind: str, exc: TargetFailure) -> bool:
         """A target failed a call: if it no longer answers, drop it, so the policy's
         next choice of it deploys it afresh (a new worker or container); if that
-        deployment fails too, the kind is marked down for a while."""
+        deployment fails too, the kind is marked down for a while. True when the
+        target was dropped (or already gone)."""
         target = self._targets.get(kind)
         if target is None:
-            return
+            return True
         healthy, detail = target.health()
         if healthy:
-            return  # e.g. saturated or throttled: the target is fine, this call goes elsewhere
+            return False  # e.g. saturated or throttled: the target is fine, this call goes elsewhere
         log.warning("%s: the %s target stopped answering (%s); it will be redeployed when next chosen",
                     self.name, kind, detail.splitlines()[0][:200])
         with self._deploy_lock:
@@ -286,6 +356,7 @@ class Router:
             target.teardown()
         except Exception as teardown_exc:
             log.debug("teardown of failed %s target: %s", kind, teardown_exc)
+        return True
 
     # -- target states ----------------------------------------------------------------
 

@@ -69,11 +69,13 @@ def test_a_redeploy_inside_a_map_thread_keeps_its_worker(tmp_path):
         return x
 
     h = straightline.deploy(note, sample=(0,), name="map-redeploy", idempotent=True)
-    os.kill(_worker(h).pid, signal.SIGKILL)
-    with pytest.raises(TargetFailure):
-        h(-1)                            # the dead worker is noticed and dropped
-    # the map's own threads redeploy it; the threads end with the map
+    dead = _worker(h).pid
+    os.kill(dead, signal.SIGKILL)
+    assert wait_until(lambda: _worker(h).proc.poll() is not None)
+    # the map's own threads notice the dead worker and start a fresh one; the
+    # threads end with the map, and the fresh worker must not end with them
     assert h.map(range(20), concurrency=4) == list(range(20))
+    assert _worker(h).pid != dead
     pid = _worker(h).pid
     assert not wait_until(lambda: _worker(h).proc.poll() is not None, timeout=2)
     assert h(99) == 99 and _worker(h).pid == pid
@@ -93,6 +95,36 @@ def _exits(how, x):
     if how == "KeyboardInterrupt":
         raise KeyboardInterrupt("from the function")
     _os._exit(3)
+
+
+def test_a_frozen_worker_fails_a_call_that_may_not_run_twice():
+    h = straightline.deploy(lambda x: x, sample=(1,), name="frozen-once", idempotent=False)
+    pid = _worker(h).pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        finished, value = _in_thread(lambda: h(1), timeout=60)
+        assert finished and isinstance(value, TargetFailure) and "is stopped" in str(value)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_call_without_a_time_limit_has_a_default_deadline(monkeypatch):
+    from straightline_sdk import router
+    monkeypatch.setattr(router, "DEADLINE_FLOOR_S", 1.0)
+
+    def nap(seconds):
+        import time as _time
+        _time.sleep(seconds)
+        return seconds
+
+    h = straightline.deploy(nap, sample=(0.01,), name="deadline", idempotent=False)
+    assert h(0.2) == 0.2
+    finished, value = _in_thread(lambda: h(30), timeout=60)   # alive but never answering in time
+    assert finished and isinstance(value, TargetFailure) and "default deadline" in str(value)
+    assert h(0.1) == 0.1                       # the stuck worker was replaced
 
 
 @pytest.mark.parametrize("how, raised", [
@@ -131,8 +163,9 @@ def test_a_frozen_worker_fails_the_call_instead_of_hanging_it():
     try:
         finished, value = _in_thread(lambda: h(1), timeout=60)
         assert finished, "the call hung on a stopped worker"
-        assert isinstance(value, TargetFailure) and "stopped" in str(value)
-        assert h(2) == 2                          # a fresh worker took its place
+        assert value == 1                         # run again on a fresh worker (idempotent)
+        assert "is stopped" in [r for r in h.calls if r.outcome == "failed"][-1].detail
+        assert h(2) == 2
         assert _worker(h).pid != pid
         assert wait_until(lambda: not psutil.pid_exists(pid) or
                           psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10)

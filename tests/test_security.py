@@ -19,7 +19,6 @@ import pytest
 import requests
 
 import straightline_sdk as straightline
-from straightline_sdk import TargetFailure
 from straightline_sdk.runtime import auth, wire
 from straightline_sdk.targets.http import PeerNotVerified
 from tests.conftest import wait_until
@@ -62,8 +61,9 @@ def test_an_impostor_on_a_dead_workers_port_gets_neither_key_nor_arguments(tmp_p
     _kill_worker(h)
     impostor, record, marker = _start_impostor(client.host, client.port, tmp_path)
     try:
-        with pytest.raises(PeerNotVerified, match="did not prove"):
-            h("secret-argument-7f3a")
+        # the call fails there and runs on a fresh worker instead
+        assert h("secret-argument-7f3a") == "SECRET-ARGUMENT-7F3A"
+        assert "did not prove" in [r for r in h.calls if r.outcome == "failed"][-1].detail
         received = record.read_bytes() if record.exists() else b""
         assert received.startswith(b"POST /auth ")        # it only ever saw a handshake
         assert h.spec.token.encode() not in received
@@ -356,9 +356,7 @@ def test_a_replaced_worker_keeps_the_door_token():
     h = straightline.deploy(lambda x: x, sample=(1,), name="door-stable", targets=["local"])
     token = h.endpoint.token
     _kill_worker(h)
-    with pytest.raises(TargetFailure):
-        h(1)
-    assert h(2) == 2
+    assert h(2) == 2                       # on a fresh worker
     assert h.endpoint.token == token
     assert _session().post(h.endpoint.url, json={"args": [3]}, headers=h.endpoint.headers).json() == {"result": 3}
 
