@@ -33,6 +33,9 @@ log = logging.getLogger("straightline")
 
 #: a target that failed is left alone this long before it may be chosen again
 DOWN_FOR_S = 10.0
+#: a kind marked down because its probe fails (engine or service down) is probed
+#: again this often, and used again as soon as its probe passes
+RECHECK_S = 1.0
 
 #: A call without Resources(timeout_s=) still does not wait forever: past
 #: max(DEADLINE_FLOOR_S, DEADLINE_FACTOR x the profiled run time x the items in the
@@ -68,6 +71,7 @@ class Router:
         self._targets: dict[str, Target] = {}
         self._states: dict[str, TargetState] = {}
         self._down_until: dict[str, float] = {}
+        self._down_by_probe: set[str] = set()
         self._plan: Plan | None = None
         self._cond = threading.Condition()
         # per kind: requests waiting for a slot, first come first served; a freed
@@ -255,7 +259,15 @@ class Router:
                             "(%s); running it again on the %s target", self.name, *rerun, kind)
                 rerun = None
             try:
-                target = self._targets.get(kind) or self.ensure_deployed(kind)
+                target = self._targets.get(kind)
+                if target is None:
+                    try:
+                        target = self.ensure_deployed(kind)
+                    except StraightLineError:
+                        raise
+                    except Exception as exc:   # the kind's SDK (docker, boto, ray) raised
+                        raise TargetUnavailable(f"deploying to {kind} failed: {type(exc).__name__}: "
+                                                f"{exc}", target=kind) from exc
                 t0 = time.perf_counter()
                 try:
                     reply = (target.invoke_chunk if chunk else target.invoke)(
@@ -268,6 +280,11 @@ class Router:
                         f"{timeout:g} s ({exc})", target=kind, may_have_run=True,
                         hint="the deadline is derived from the profiled run time; "
                              "Resources(timeout_s=...) sets your own, math.inf waits forever") from None
+                except (StraightLineError, KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:   # never the user's (those travel in the frame)
+                    raise TargetFailure(f"the {kind} target failed: {type(exc).__name__}: {exc}",
+                                        target=kind, may_have_run=True) from exc
                 latency = time.perf_counter() - t0
             except TargetFailure as exc:
                 last_failure = exc
@@ -375,14 +392,32 @@ class Router:
 
     def _recover_targets(self, now: float) -> None:
         for kind, until in list(self._down_until.items()):
-            if now >= until:
-                del self._down_until[kind]
-                state = self._states.get(kind)
-                if state is not None:
-                    state.available, state.reason = True, ""
+            if now < until:
+                continue
+            state = self._states.get(kind)
+            if kind in self._down_by_probe:
+                probe = target_registry.probe(kind, settings().target_options(kind), fresh=True)
+                if not probe.available:     # still down: look again in a moment
+                    self._down_until[kind] = now + RECHECK_S
+                    if state is not None:
+                        state.reason = probe.reason + (f" ({probe.hint})" if probe.hint else "")
+                    continue
+            self._down_until.pop(kind, None)
+            self._down_by_probe.discard(kind)
+            if state is not None:
+                state.available, state.reason = True, ""
 
     def _mark_down(self, kind: str, reason: str) -> None:
+        """Take ``kind`` out of placement. If its probe fails too (an engine or a
+        service is down), it is probed again every RECHECK_S and used as soon as it
+        passes; otherwise (a failed deploy) it is left alone for DOWN_FOR_S."""
         state = self._states.get(kind)
         if state is not None:
             state.available, state.reason = False, reason
-        self._down_until[kind] = time.monotonic() + DOWN_FOR_S
+        probe = target_registry.probe(kind, settings().target_options(kind), fresh=True)
+        if probe.available:
+            self._down_by_probe.discard(kind)
+            self._down_until[kind] = time.monotonic() + DOWN_FOR_S
+        else:
+            self._down_by_probe.add(kind)
+            self._down_until[kind] = time.monotonic() + RECHECK_S

@@ -233,6 +233,9 @@ def _exit_reason(state: dict) -> str:
     return text
 
 
+FROZEN_AFTER_S = 1.0   # a container paused this long fails the call waiting on it
+
+
 class DockerTarget(Target):
     kind = KIND
 
@@ -253,6 +256,7 @@ class DockerTarget(Target):
         self._last_log = ""
         self._stop_reason: tuple[str, str] | None = None   # (message, hint) once seen stopped
         self._restart_lock = threading.Lock()
+        self._paused_since: float | None = None
 
     @property
     def container(self):
@@ -667,13 +671,40 @@ class DockerTarget(Target):
         message, hint = self._stop_reason
         return TargetFailure(message, target=KIND, hint=hint)
 
+    def _frozen(self) -> TargetFailure | None:
+        """Asked every half second while a call waits: the container paused (docker
+        pause) for over a second, or stopped, fails the call instead of hanging it.
+        An engine that does not answer is no evidence either way."""
+        container = self.container
+        if container is None:
+            return None
+        try:
+            container.reload()
+        except Exception:
+            return None
+        state = container.attrs.get("State", {})
+        if not state.get("Running"):
+            return self._stopped(wait_s=0)
+        if not state.get("Paused"):
+            self._paused_since = None
+            return None
+        now = time.monotonic()
+        if self._paused_since is None:
+            self._paused_since = now
+        if now - self._paused_since < FROZEN_AFTER_S:
+            return None
+        return TargetFailure(f"the container {container.short_id} for {self.spec.name!r} is "
+                             f"paused and cannot answer", target=KIND,
+                             hint="`docker unpause` it, or let the router fail over; it is replaced")
+
     def invoke(self, segments, total, timeout):
         client = self.client
         if client is None:
             raise TargetFailure("the docker target is not deployed", target=KIND)
         try:
             body = invoke_worker(client, segments, total, timeout,
-                                 what=f"the container for {self.spec.name!r}", dead=self._stopped)
+                                 what=f"the container for {self.spec.name!r}", dead=self._stopped,
+                                 liveness=self._frozen)
         except CallTimeout as exc:
             self._restart_container(client)
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
@@ -707,6 +738,10 @@ class DockerTarget(Target):
                 self._remember()
 
     def health(self) -> tuple[bool, str]:
+        if self._paused_since is not None:
+            failure = self._frozen()
+            if failure is not None:
+                return False, str(failure)
         ok, detail = worker_health(self.client)
         if ok:
             return ok, detail
@@ -741,6 +776,8 @@ class DockerTarget(Target):
             container.remove(force=True)
         except _docker_sdk().errors.NotFound:
             pass
+        except Exception as exc:   # the engine is down: the container's lease ends it (see _start)
+            log.warning("removing the container for %r failed: %s", self.spec.name, _short(exc))
         finally:
             _forget_record(container.id)
 
