@@ -118,3 +118,33 @@ def test_a_container_lost_during_an_engine_outage_fails_over(engine, tmp_path): 
             engine.containers.get(container_id).remove(force=True)
         except Exception:
             pass
+
+
+def test_a_worker_port_on_the_network_needs_insecure_and_says_so(engine):  # noqa: F811
+    straightline.configure(options={"docker": {"publish_host": "0.0.0.0", "direct": False}},
+                           size_threshold=1)
+    h = straightline.deploy(_total, sample=(np.ones(3),), targets=["docker", "local"],
+                            name="docker-exposed")
+    assert h(np.ones(4)) == 4.0
+    reasons = " ".join(h.placement.reasons)
+    assert h.placement.target == "local" and "publish_host=0.0.0.0" in reasons
+    assert "insecure" in reasons and "docker" not in h.deployed_targets
+    h.undeploy()
+
+    straightline.configure(options={"docker": {"insecure": True}})
+    h = straightline.deploy(_total, sample=(np.ones(3),), targets=["docker", "local"],
+                            name="docker-exposed-ok")
+    try:
+        assert h(np.ones(5)) == 5.0 and h.placement.target == "docker"
+        assert any("insecure=True" in r for r in h.placement.reasons)
+        assert "insecure=True" in h.target_overview()["docker"]["transport"]
+        from straightline_sdk.panel import Panel
+        panel = Panel(h)
+        try:
+            panel.refresh()
+            html = panel._targets_html(h.target_overview(), h.stats(), False)
+            assert "insecure=True" in html      # the panel shows it, row by row
+        finally:
+            panel.stop()
+    finally:
+        h.undeploy()

@@ -84,10 +84,10 @@ class Decision:
     a decision is made on every call, its explanation is read rarely."""
 
     __slots__ = ("target", "branch", "rate", "request_bytes", "batch", "features", "thresholds",
-                 "excluded", "passed_over", "queued", "names")
+                 "excluded", "passed_over", "queued", "names", "notes")
 
     def __init__(self, target, branch, rate, request_bytes, batch, features, thresholds,
-                 excluded=(), passed_over=(), queued=False, names=None):
+                 excluded=(), passed_over=(), queued=False, names=None, notes=()):
         self.target = target
         self.branch = branch
         self.rate = rate                  # f_t of this request
@@ -98,6 +98,7 @@ class Decision:
         self.excluded = excluded          # ((kind, constraint violated), ...)
         self.passed_over = passed_over    # ((kind, why not available now), ...)
         self.queued = queued              # every candidate saturated: waits on target
+        self.notes = notes                # the chosen target's notes (its Limits.notes)
         self.names = names                # tier -> the kinds that stand for it, in words
 
     @property
@@ -132,6 +133,7 @@ class Decision:
             lines.append(f"a batch of {self.batch} items beyond local capacity → {self.target} before "
                          f"{names[CONTAINER]}: a container here shares the CPUs the local worker "
                          f"has used up, the cluster brings its own")
+        lines += [f"{self.target}: {note}" for note in self.notes]
         if target_tier == LOCAL and self.features.memory_mb:
             lines.append(f"{self.target}: memory_mb = {self.features.memory_mb} MB is enforced on "
                          f"the worker (RLIMIT_AS: past it an allocation raises MemoryError)")
@@ -225,7 +227,8 @@ class Plan:
                     saturated_first = kind
             else:
                 return Decision(kind, branch, rate, request_bytes, batch, self.features, thresholds,
-                                tuple(excluded or ()), tuple(passed_over or ()), names=self.names)
+                                tuple(excluded or ()), tuple(passed_over or ()), names=self.names,
+                                notes=limits.notes)
         if saturated_first is not None:
             return Decision(saturated_first, branch, rate, request_bytes, batch, self.features,
                             thresholds, tuple(excluded or ()), tuple(passed_over or ()), queued=True,

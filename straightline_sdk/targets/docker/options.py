@@ -21,6 +21,7 @@ class DockerOptions(TargetOptions):
     connect_host: str | None = None     # where this process connects; default the engine's host
     direct: bool = True                 # on Linux, talk to the container's bridge address
     start_timeout_s: float = 60.0       # how long a starting container may take to answer
+    insecure: bool = False              # allow the worker's port beyond loopback over plain HTTP
 
 
 Options = DockerOptions

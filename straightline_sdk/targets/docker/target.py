@@ -93,6 +93,25 @@ def remote_host(options: DockerOptions) -> str | None:
     return None
 
 
+def network_exposure(options: DockerOptions) -> str | None:
+    """Why calls to the worker would cross a network in plain HTTP, or None when
+    they stay on this machine (loopback, or a local engine's bridge)."""
+    remote = remote_host(options)
+    bind = options.publish_host or ("0.0.0.0" if remote else "127.0.0.1")
+    if remote:
+        return f"the engine is on {remote}: calls travel the network to its published port"
+    if bind not in _LOCAL_HOSTS and not bind.startswith("127."):
+        return f"publish_host={bind} makes the worker's port reachable from the network"
+    connect = options.connect_host
+    if connect and connect not in _LOCAL_HOSTS and not connect.startswith("127."):
+        return f"connect_host={connect}: calls travel the network"
+    return None
+
+
+INSECURE_NOTE = ("plain HTTP over the network (insecure=True): the key is never sent and every "
+                 "message is signed, but arguments and results can be read on the way")
+
+
 def _sdk_version() -> str:
     from ... import __version__
     return __version__
@@ -296,7 +315,13 @@ class DockerTarget(Target):
             return Probe(False, f"the Docker engine at {engine_address(options)} did not answer "
                                 f"`docker info`: {_short(exc)}")
         capacity = _capacity(info, options)
+        exposure = network_exposure(options)
+        if exposure and not options.insecure:
+            return Probe(False, f"{exposure}, in plain HTTP (arguments and results readable)",
+                         hint="keep the port on 127.0.0.1 and tunnel (ssh -L), or accept it with "
+                              "configure(options={'docker': {'insecure': True}})")
         return Probe(True, limits=Limits(
+            notes=(INSECURE_NOTE,) if exposure else (),
             max_memory_mb=capacity["memory_mb"], cpus=capacity["cpus"], gpus=capacity["gpus"],
             pythons=frozenset({sys.version_info[:2]}),
             sources=(f"docker info of the engine at {engine_address(options)}: MemTotal, NCPU, "
@@ -791,6 +816,7 @@ class DockerTarget(Target):
                 "container": self._container_id[:12] if self._container_id else None,
                 "address": f"{self.client.host}:{self.client.port}" if self.client else None,
                 "engine": engine_address(self.options), "reused_container": self.adopted,
+                "transport": INSECURE_NOTE if network_exposure(self.options) else "this machine only",
                 "built": list(self.built), "concurrency": self.concurrency}
 
     # -- what the CLI sees -----------------------------------------------------------
