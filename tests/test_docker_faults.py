@@ -148,3 +148,48 @@ def test_a_worker_port_on_the_network_needs_insecure_and_says_so(engine):  # noq
             panel.stop()
     finally:
         h.undeploy()
+
+
+_OWNER = """
+import os, sys, time
+import numpy as np
+import straightline_sdk as straightline
+straightline.configure(options={"docker": {"lease_s": 6}})
+h = straightline.deploy(lambda x: float(np.sum(x)), sample=(np.ones(2),), target="docker",
+                        name=sys.argv[1])
+print(h.deployed_targets["docker"].container.id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_container_that_is_not_kept_ends_with_its_killed_process(engine, tmp_path):  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+    script = tmp_path / "owner.py"
+    script.write_text(_OWNER)
+    proc = subprocess.Popen([sys.executable, str(script), "docker-lease"], stdout=subprocess.PIPE,
+                            text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        container_id = proc.stdout.readline().strip()
+        assert container_id, "the owner did not deploy"
+        container = engine.containers.get(container_id)
+        assert container.status == "running"
+        assert not wait_until(lambda: _status(engine, container_id) != "running", timeout=8)
+        os.kill(proc.pid, signal.SIGKILL)           # the notebook kernel dies
+        proc.wait(timeout=10)
+        assert wait_until(lambda: _status(engine, container_id) != "running", timeout=60, interval=0.5)
+    finally:
+        proc.kill()
+        try:
+            engine.containers.get(container_id).remove(force=True)
+        except Exception:
+            pass
+
+
+def _status(engine, container_id):  # noqa: F811
+    try:
+        return engine.containers.get(container_id).status
+    except Exception:
+        return "gone"

@@ -211,3 +211,22 @@ def test_the_local_target_enforces_memory_mb():
     assert _worker(h).pid == pid
     assert any("memory_mb = 256 MB is enforced" in r for r in h.placement.reasons)
 
+
+
+def test_a_killed_process_leaves_no_worker_files():
+    import subprocess
+    import sys
+    code = ("import time, straightline_sdk as straightline\n"
+            "straightline.configure(targets=['local'])\n"
+            "h = straightline.deploy(lambda x: x, sample=(1,), name='leftovers')\n"
+            "t = h.deployed_targets['local']\n"
+            "print(t.pid, t.log_path, flush=True)\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid, log_path = proc.stdout.readline().split()
+    folder = os.path.dirname(log_path)
+    assert os.path.exists(os.path.join(folder, "function.pkl"))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert wait_until(lambda: not psutil.pid_exists(int(pid)), timeout=15)
+    assert wait_until(lambda: not os.path.exists(folder), timeout=5)   # payload and log gone

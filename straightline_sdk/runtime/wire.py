@@ -55,6 +55,8 @@ MAX_CONNECTIONS_ENV = "STRAIGHTLINE_MAX_CONNECTIONS"  # connections served at on
 MEMORY_MB_ENV = "STRAIGHTLINE_MEMORY_MB"          # local target: cap the address space
 IDLE_TIMEOUT_ENV = "STRAIGHTLINE_IDLE_TIMEOUT_S"  # keep-alive idleness allowed, seconds
 HEAD_TIMEOUT_ENV = "STRAIGHTLINE_HEAD_TIMEOUT_S"  # a request head must arrive within this
+LEASE_ENV = "STRAIGHTLINE_LEASE_S"                # exit when the SDK has not called for this long
+CLEANUP_DIR_ENV = "STRAIGHTLINE_CLEANUP_DIR"      # local worker: remove this folder when orphaned
 MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"  # Lambda: the largest response frame
 
 ECHO = "straightline-echo"

@@ -78,6 +78,7 @@ class Worker:
         self.slots = threading.BoundedSemaphore(concurrency)
         self.in_flight = 0
         self.calls = 0
+        self.renewed = time.monotonic()   # the last request that proved the key (the lease)
         self._lock = threading.Lock()
 
     def enter(self) -> bool:
@@ -198,6 +199,7 @@ class Handler(BaseHTTPRequestHandler):
         if scheme == "straightline":
             if self._client_proof is not None and auth.same(given, self._client_proof):
                 self._sdk = True
+                self.worker.renewed = time.monotonic()
                 return True
             return self._refuse(403, "the connection's proof is wrong or missing: "
                                      "open it with POST /auth first")
@@ -534,10 +536,12 @@ class _Server(ThreadingHTTPServer):
               file=sys.stderr, flush=True)
 
 
-def _watch_lifeline(fd: int) -> None:
+def _watch_lifeline(fd: int, cleanup_dir: str | None = None) -> None:
     """Exit when the process that started us is gone, however it ended (even
     SIGKILL). The lifeline is the read end of a pipe whose write end only that
-    process holds; the kernel closes it when the process, not a thread, exits."""
+    process holds; the kernel closes it when the process, not a thread, exits.
+    ``cleanup_dir`` (the function's payload and log) is removed first: nobody
+    is left to remove it."""
 
     def watch():
         while True:
@@ -548,9 +552,28 @@ def _watch_lifeline(fd: int) -> None:
                 continue
             except OSError:
                 break
+        if cleanup_dir:
+            import shutil
+            shutil.rmtree(cleanup_dir, ignore_errors=True)
         execute.real_exit(0)
 
     threading.Thread(target=watch, name="lifeline", daemon=True).start()
+
+
+def _watch_lease(worker: Worker, lease_s: float) -> None:
+    """A container of a deployment that is not kept exits when its SDK process
+    has not renewed the lease (any request that proves the key) for ``lease_s``:
+    the process was killed, or its machine lost. Calls in flight count as use."""
+
+    def watch():
+        while True:
+            time.sleep(min(5.0, lease_s / 4))
+            if worker.in_flight == 0 and time.monotonic() - worker.renewed > lease_s:
+                print(f"straightline worker: no call or renewal from the SDK for {lease_s:g} s; "
+                      f"exiting (the deployment is not kept)", file=sys.stderr, flush=True)
+                execute.real_exit(0)
+
+    threading.Thread(target=watch, name="lease", daemon=True).start()
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -612,7 +635,7 @@ def main() -> None:
     lifeline = os.environ.get(wire.LIFELINE_FD_ENV)
     parent = os.environ.get(wire.PARENT_PID_ENV)
     if lifeline:
-        _watch_lifeline(int(lifeline))
+        _watch_lifeline(int(lifeline), os.environ.get(wire.CLEANUP_DIR_ENV))
     elif parent:
         _watch_parent(int(parent))
     signal.signal(signal.SIGTERM, lambda *_: execute.real_exit(0))
@@ -629,6 +652,8 @@ def main() -> None:
         max_connections=int(os.environ.get(wire.MAX_CONNECTIONS_ENV) or DEFAULT_MAX_CONNECTIONS),
         ready=lambda port: print(f"{READY_LINE} port={port}", flush=True),
     )
+    if os.environ.get(wire.LEASE_ENV):
+        _watch_lease(server.RequestHandlerClass.worker, float(os.environ[wire.LEASE_ENV]))
     if os.environ.get(wire.MEMORY_MB_ENV):
         limit_memory(int(os.environ[wire.MEMORY_MB_ENV]))
     server.serve_forever()

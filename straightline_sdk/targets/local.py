@@ -124,6 +124,7 @@ class LocalTarget(Target):
             wire.LISTEN_FD_ENV: str(listener.fileno()),
             wire.CONCURRENCY_ENV: str(self.concurrency),
             wire.LIFELINE_FD_ENV: str(lifeline_read),
+            wire.CLEANUP_DIR_ENV: self._dir,
             wire.MAX_BODY_ENV: str(self._max_body()),
             # the worker resolves modules as this process does
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),

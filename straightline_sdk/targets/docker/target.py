@@ -255,6 +255,7 @@ def _exit_reason(state: dict) -> str:
 FROZEN_AFTER_S = 1.0   # a container paused this long fails the call waiting on it
 
 
+
 class DockerTarget(Target):
     kind = KIND
 
@@ -276,6 +277,7 @@ class DockerTarget(Target):
         self._stop_reason: tuple[str, str] | None = None   # (message, hint) once seen stopped
         self._restart_lock = threading.Lock()
         self._paused_since: float | None = None
+        self._lease_stop: threading.Event | None = None
 
     @property
     def container(self):
@@ -335,6 +337,29 @@ class DockerTarget(Target):
             self.progress.step(text)
 
     def deploy(self) -> None:
+        self._deploy()
+        if not self.spec.keep:
+            self._start_lease()
+
+    def _start_lease(self) -> None:
+        """Renew the container's lease while this process lives (a deployment that
+        is not kept): if the process is killed, the container exits on its own
+        within the lease (option lease_s, 30 s) instead of running on; renewed
+        every sixth of it."""
+        stop = self._lease_stop = threading.Event()
+
+        def renew():
+            while not stop.wait(self.options.lease_s / 6):
+                client = self.client
+                if client is not None:
+                    try:
+                        client.get("/health", timeout=5.0)
+                    except Exception:
+                        pass   # a failing container is the router's business, on the next call
+
+        threading.Thread(target=renew, name=f"lease-{self.spec.name}", daemon=True).start()
+
+    def _deploy(self) -> None:
         self._recorded_key = self._record_key()
         if self._adopt_recorded():
             return
@@ -472,7 +497,8 @@ class DockerTarget(Target):
             self.container = self.docker.containers.run(
                 self.image_tag, detach=True, init=True, name=self._container_name(),
                 environment={wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
-                             wire.CONCURRENCY_ENV: str(self.concurrency)},
+                             wire.CONCURRENCY_ENV: str(self.concurrency),
+                             **({} if self.spec.keep else {wire.LEASE_ENV: str(self.options.lease_s)})},
                 ports={f"{docker_context.WORKER_PORT}/tcp": (bind,)}, labels=labels, **limits)
         except Exception as exc:
             raise TargetUnavailable(f"the Docker engine could not start a container of "
@@ -783,6 +809,8 @@ class DockerTarget(Target):
 
     def teardown(self) -> None:
         """Remove the container; the images stay, for the next deploy."""
+        if self._lease_stop is not None:
+            self._lease_stop.set()
         if self.client is not None:
             self.client.close()
         if self._recorded_key:
@@ -801,7 +829,7 @@ class DockerTarget(Target):
             container.remove(force=True)
         except _docker_sdk().errors.NotFound:
             pass
-        except Exception as exc:   # the engine is down: the container's lease ends it (see _start)
+        except Exception as exc:   # the engine is down: the container's lease ends it (keep=False)
             log.warning("removing the container for %r failed: %s", self.spec.name, _short(exc))
         finally:
             _forget_record(container.id)
