@@ -193,3 +193,18 @@ def _status(engine, container_id):  # noqa: F811
         return engine.containers.get(container_id).status
     except Exception:
         return "gone"
+
+
+def test_a_record_outlives_no_container_removed_outside_the_sdk(engine, tmp_path):  # noqa: F811
+    import os
+    from straightline_sdk.targets.docker.target import _record_path
+    from .test_docker import _run_script
+    first = _run_script(tmp_path, "keep", "docker-records")
+    assert os.path.exists(_record_path(first["container"]))
+    engine.containers.get(first["container"]).remove(force=True)   # outside the SDK
+    second = _run_script(tmp_path, "keep", "docker-records")
+    try:
+        assert second["container"] != first["container"]
+        assert not os.path.exists(_record_path(first["container"]))  # its token is dropped
+    finally:
+        engine.containers.get(second["container"]).remove(force=True)

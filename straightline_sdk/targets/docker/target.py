@@ -341,6 +341,27 @@ class DockerTarget(Target):
         if not self.spec.keep:
             self._start_lease()
 
+    def _prune_records(self) -> None:
+        """This deployment's record names a container this engine no longer has
+        (removed outside the SDK, or ended by its lease): drop the record and the
+        container's token. (Records are per engine: others' are left alone.)"""
+        path = _deployment_path(self._recorded_key)
+        entry = _read_json(path)
+        if not entry or not entry.get("container"):
+            return
+        try:
+            self.docker.containers.get(entry["container"])
+            return
+        except _docker_sdk().errors.NotFound:
+            pass
+        except Exception:
+            return
+        _forget_record(entry["container"])
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
     def _start_lease(self) -> None:
         """Renew the container's lease while this process lives (a deployment that
         is not kept): if the process is killed, the container exits on its own
@@ -364,6 +385,7 @@ class DockerTarget(Target):
         if self._adopt_recorded():
             return
         self.docker = _client(self.options)
+        self._prune_records()
         info = self.docker.info()
         platform = _platform(info)
         resources = self.spec.resources
