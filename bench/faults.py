@@ -18,8 +18,8 @@ the load scenario, p50 and p99.9 latency. Scenarios:
   load                 10,000 calls from 32 threads on the local worker
 
 With a Docker engine, a warm container is the fallback (the goal "recovery <= 1 s to a warm
-target" needs one); without it, local only, and a call in flight when its worker fails is
-counted as lost. Docker pause / engine down / moto down are listed as not measured here.
+target" needs one); its runs cannot write this machine's log, so duplicates are counted for
+the local worker's runs only. Without an engine, local only. Docker pause / engine down / moto down are listed as not measured here.
 Goals (issue 17): 0 lost, 0 wrong, 0 hangs, duplicates <= calls in flight at the fault,
 recovery <= 1 s, under load no call over 100 ms and p99.9 <= 20x p50.
 """
@@ -45,8 +45,11 @@ HANG_S = 60.0      # a scenario still running after this counts its calls as hun
 
 def make_function(log_path: str, delay: float = 0.0):
     def work(i):
-        with open(log_path, "a") as f:
-            f.write(f"{i} {time.time()}\n")
+        try:   # a container cannot see this machine's file: its runs are not in the log
+            with open(log_path, "a") as f:
+                f.write(f"{i} {time.time()}\n")
+        except OSError:
+            pass
         if delay:
             time.sleep(delay)
         return i * 2
@@ -172,9 +175,9 @@ def kill_mid_map(targets, n) -> dict:
         for i, v in enumerate(out):
             s.results[i] = (v, 0.0)
     s.latencies = [r.latency_s for r in s.h.calls if r.latency_s]
-    runs_after = [ts for i, ts in read_runs(s.log) if ts > s.fault_at]
+    done_after = [r.time for r in s.h.calls if r.outcome == "ok" and r.time > s.fault_at]
     row = s.row(n, in_flight=None)
-    row["recover_s"] = (min(runs_after) - s.fault_at) if runs_after else None
+    row["recover_s"] = (min(done_after) - s.fault_at) if done_after else None
     row["in_flight"] = _chunk_in_flight(s)
     s.close()
     return row

@@ -24,8 +24,12 @@ from ..errors import CallTimeout, TargetFailure
 from ..runtime import auth, wire
 
 HANDSHAKE_TIMEOUT_S = 10.0
-#: how often a call waiting on a worker asks whether the worker is still alive
-LIVENESS_INTERVAL_S = 0.5
+#: how often a call waiting on a worker asks whether the worker is still alive:
+#: often at first (a frozen worker is found fast), then less (a long call costs
+#: the engine a look per second, not four)
+LIVENESS_INTERVAL_S = 0.25
+LIVENESS_INTERVAL_LONG_S = 1.0
+LIVENESS_LONG_AFTER_S = 5.0
 
 
 class PeerNotVerified(TargetFailure):
@@ -212,9 +216,11 @@ def _await_answer(conn: _Connection, timeout: float | None, liveness) -> None:
     if conn.poller is None:
         conn.poller = select.poll()
         conn.poller.register(conn.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
-    deadline = None if timeout is None else time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
     while True:
-        wait = LIVENESS_INTERVAL_S
+        wait = LIVENESS_INTERVAL_S if time.monotonic() - start < LIVENESS_LONG_AFTER_S \
+            else LIVENESS_INTERVAL_LONG_S
         if deadline is not None:
             wait = min(wait, max(0.0, deadline - time.monotonic()))
         if conn.poller.poll(wait * 1000):

@@ -69,7 +69,7 @@ class LocalOptions(TargetOptions):
 Options = LocalOptions
 
 
-FROZEN_AFTER_S = 1.0   # a worker stopped this long fails the call waiting on it
+FROZEN_AFTER_S = 0.5   # a worker stopped this long fails the call waiting on it
 
 
 class LocalTarget(Target):
@@ -186,7 +186,7 @@ class LocalTarget(Target):
         return self._frozen()
 
     def _frozen(self) -> TargetFailure | None:
-        """The worker stopped (SIGSTOP, a debugger) for over a second: a call
+        """The worker stopped (SIGSTOP, a debugger) for over half a second: a call
         waiting on it would wait forever."""
         proc = self.proc
         if proc is None or _process_state(proc.pid) not in ("T", "t"):

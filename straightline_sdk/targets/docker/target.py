@@ -252,7 +252,7 @@ def _exit_reason(state: dict) -> str:
     return text
 
 
-FROZEN_AFTER_S = 1.0   # a container paused this long fails the call waiting on it
+FROZEN_AFTER_S = 0.5   # a container paused this long fails the call waiting on it
 
 
 
@@ -746,7 +746,7 @@ class DockerTarget(Target):
 
     def _frozen(self) -> TargetFailure | None:
         """Asked every half second while a call waits: the container paused (docker
-        pause) for over a second, or stopped, fails the call instead of hanging it.
+        pause) for over half a second, or stopped, fails the call instead of hanging it.
         An engine that does not answer is no evidence either way."""
         container = self.container
         if container is None:
