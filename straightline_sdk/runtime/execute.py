@@ -65,8 +65,9 @@ def _exit_in_call(code=0):
 
 def trap_process_exit() -> None:
     """In a worker, make the user's ``os._exit(n)`` end their call, not the
-    process (which serves other calls and would be re-run elsewhere)."""
-    os._exit = _exit_in_call
+    process (which serves other calls and would be re-run elsewhere). Idempotent."""
+    if os._exit is not _exit_in_call:
+        os._exit = _exit_in_call
 
 
 def run_calls(fn, calls) -> list:

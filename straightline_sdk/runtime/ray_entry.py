@@ -14,10 +14,6 @@ from collections import OrderedDict
 
 from . import execute
 
-# the user's os._exit(n) ends their call (SystemExit), not the Ray worker; Ray's own
-# os._exit calls (outside a call) pass through
-execute.trap_process_exit()
-
 # Functions loaded by this worker process, by content hash: a task does not
 # unpickle the same function again for every chunk. Bounded, because one Ray
 # worker process may serve many deployments over its life.
@@ -41,6 +37,10 @@ def _function(key: str, payload: bytes):
 
 
 def _respond(fn, body) -> bytes:
+    # in the Ray worker (never the driver, which imports this module too): the user's
+    # os._exit(n) ends their call as SystemExit, not the worker; Ray's own os._exit
+    # calls, outside a call, pass through
+    execute.trap_process_exit()
     segments, _ = execute.handle_frame(fn, body)
     return b"".join(segments)
 
