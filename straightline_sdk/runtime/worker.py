@@ -118,6 +118,7 @@ class Handler(BaseHTTPRequestHandler):
     def handle_one_request(self):
         deadlines = self.server.deadlines
         deadlines[self.request] = self._head_deadline
+        self._sdk = False     # until this request proves the key
         try:
             super().handle_one_request()
         except _Refused as exc:
