@@ -578,7 +578,9 @@ def _watch_lease(worker: Worker, lease_s: float) -> None:
 
 
 def _watch_parent(parent_pid: int) -> None:
-    """Fallback without a lifeline: exit when our parent process is gone."""
+    """Fallback without a lifeline: exit when our parent process is gone. Polled,
+    not PR_SET_PDEATHSIG: that signal fires when the *thread* that started us
+    exits, and the router starts workers from whichever thread first needs one."""
 
     def watch():
         while True:
