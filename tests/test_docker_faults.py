@@ -197,7 +197,7 @@ def _status(engine, container_id):  # noqa: F811
 
 def test_a_record_outlives_no_container_removed_outside_the_sdk(engine, tmp_path):  # noqa: F811
     import os
-    from straightline_sdk.targets.docker.target import _record_path
+    from straightline_sdk.targets.docker.records import record_path as _record_path
     from .test_docker import _run_script
     first = _run_script(tmp_path, "keep", "docker-records")
     assert os.path.exists(_record_path(first["container"]))
