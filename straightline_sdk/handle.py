@@ -267,6 +267,14 @@ class Deployment:
         return self.telemetry.recent()
 
     @property
+    def endpoint(self):
+        """The JSON door for other programs: URL, bearer token (JSON calls only),
+        ``curl(...)`` line, OpenAPI description. Deploys the local worker if no
+        HTTP worker is deployed yet."""
+        from .endpoint import endpoint_of
+        return endpoint_of(self)
+
+    @property
     def deployed_targets(self) -> dict[str, Target]:
         return self.router.deployed
 

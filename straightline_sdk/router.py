@@ -14,15 +14,17 @@ back into the handle: ``Deployment`` is a facade over it.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 
 from . import output as call_output
 from . import targets as target_registry
 from .config import settings
-from .errors import (PlacementError, StraightLineError, TargetFailure, TargetSaturated,
-                     TargetUnavailable)
+from .errors import (CallTimeout, PlacementError, StraightLineError, TargetFailure,
+                     TargetSaturated, TargetUnavailable)
 from .placement import MB, Decision, Features, Plan, RateEstimator, TargetState, Thresholds
 from .placement import capacity
 from .placement.policy import MODERATE, PINNED
@@ -42,6 +44,23 @@ FINAL_LOG_LINES = 500
 KEEPS_OUTPUT_HERE = ("ray",)
 #: the most requests a map keeps in flight (threads here; the targets' capacity decides below it)
 MAP_MAX_IN_FLIGHT = 64
+#: a kind marked down because its probe fails (engine or service down) is probed
+#: again this often, and used again as soon as its probe passes
+RECHECK_S = 1.0
+
+#: A call without Resources(timeout_s=) still does not wait forever: past
+#: max(DEADLINE_FLOOR_S, DEADLINE_FACTOR x the profiled run time x the items in the
+#: request) without an answer, its target counts as failed (a TargetFailure: the
+#: router fails over and the target is replaced). Generous on purpose: frozen and
+#: vanished workers are caught sooner by the targets' liveness checks; this is the
+#: bound for what those cannot see. Resources(timeout_s=math.inf) waits forever.
+DEADLINE_FLOOR_S = 600.0
+DEADLINE_FACTOR = 50.0
+
+
+def default_deadline(runtime_s: float, items: int) -> float:
+    """The deadline of a request of ``items`` calls of a function profiled at ``runtime_s``."""
+    return max(DEADLINE_FLOOR_S, DEADLINE_FACTOR * max(runtime_s, 0.0) * max(items, 1))
 
 
 class MapStopped(StraightLineError):
@@ -68,8 +87,12 @@ class Router:
         self._targets: dict[str, Target] = {}
         self._states: dict[str, TargetState] = {}
         self._down_until: dict[str, float] = {}
+        self._down_by_probe: set[str] = set()
         self._plan: Plan | None = None
         self._cond = threading.Condition()
+        # per kind: requests waiting for a slot, first come first served; a freed
+        # slot is handed to the first of them, never taken by a later arrival
+        self._waiting: dict[str, deque] = {}
         self._deploy_lock = threading.RLock()
         self._closed = False
         self.capture_output = capture_output
@@ -338,57 +361,81 @@ class Router:
             self._recover_targets(time.monotonic())
         avoid: tuple = ()
         waited_out: tuple = ()   # busy targets this request waited for longer than expected
+        replaced: tuple = ()         # kinds whose failed target was dropped: one fresh try each
+        retried: tuple = ()
         last_failure: TargetFailure | None = None
         rerun: tuple | None = None   # (target, why) of an attempt that may have run
         queue_s = 0.0
+        timeout, deadline_is_default = self._deadline(n)
         while True:
             with self._cond:
                 try:
                     decision = plan.decide(rate, size, thresholds, batch=n, avoid=avoid)
                 except PlacementError:
-                    if last_failure is not None:
-                        raise last_failure from None
-                    raise
+                    retry = next((k for k in avoid if k in replaced), None)
+                    if retry is None:
+                        if last_failure is not None:
+                            raise last_failure from None
+                        raise
+                    # nowhere else to go, and the failed target was dropped: once
+                    # more on a fresh one of the same kind (a new worker or container)
+                    replaced = tuple(k for k in replaced if k != retry)
+                    retried += (retry,)
+                    avoid = tuple(k for k in avoid if k != retry)
+                    continue
                 decision, patience = self._prefer_waiting(plan, decision, n, size,
                                                           avoid + waited_out, overflow)
                 state = plan.states[decision.target]
-                if decision.queued:
-                    # waits for a slot; a wait chosen over another target (patience) gives up
-                    # once it has lasted as long as going there would have taken
-                    deadline = time.monotonic() + patience if patience is not None else None
-                    queued_since = time.perf_counter()
-                    state.waiting += 1
-                    try:
-                        while state.concurrency is not None and state.in_flight >= state.concurrency:
-                            if stop is not None and stop.is_set():
-                                raise MapStopped()
-                            left = deadline - time.monotonic() if deadline is not None else None
-                            if left is not None and left <= 0:
-                                break
-                            self._cond.wait(min(0.1, left) if left is not None else
-                                            0.1 if stop is not None else None)
-                    finally:
-                        state.waiting -= 1
-                        queue_s += time.perf_counter() - queued_since
-                    if state.concurrency is not None and state.in_flight >= state.concurrency:
-                        waited_out += (decision.target,)
-                        continue   # the wait was longer than expected: decide again
                 if stop is not None and stop.is_set():
                     raise MapStopped()
-                state.in_flight += 1
+                if decision.queued or self._waiting.get(decision.target):
+                    # waits in line for a slot (first come, first served); a wait chosen
+                    # over another target (patience) gives up once it has lasted as long
+                    # as going there would have taken
+                    queued_since = time.perf_counter()
+                    try:
+                        got = self._wait_for_slot(decision.target, state, patience, stop)
+                    finally:
+                        queue_s += time.perf_counter() - queued_since
+                    if not got:
+                        waited_out += (decision.target,)
+                        continue   # the wait was longer than expected: decide again
+                else:
+                    state.in_flight += 1
             kind = decision.target
             if rerun is not None:   # said only once there is a target to run it again on
                 log.warning("%s: the %s target failed during a call that may have started there "
                             "(%s); running it again on the %s target", self.name, *rerun, kind)
                 rerun = None
             try:
-                target = self._targets.get(kind) or self.ensure_deployed(kind)
+                target = self._targets.get(kind)
+                if target is None:
+                    try:
+                        target = self.ensure_deployed(kind)
+                    except StraightLineError:
+                        raise
+                    except Exception as exc:   # the kind's SDK (docker, boto, ray) raised
+                        raise TargetUnavailable(f"deploying to {kind} failed: {type(exc).__name__}: "
+                                                f"{exc}", target=kind) from exc
                 watch = call_output.streams.watch(target, stream_id, kind, self._locate_code) \
                     if stream_id else None
                 t0 = time.perf_counter()
                 try:
                     reply = (target.invoke_chunk if chunk else target.invoke)(
-                        segments, total, self.spec.resources.timeout_s)
+                        segments, total, timeout)
+                except CallTimeout as exc:
+                    if not deadline_is_default:
+                        raise
+                    raise TargetFailure(
+                        f"the {kind} target gave no answer within the default deadline of "
+                        f"{timeout:g} s ({exc})", target=kind, may_have_run=True,
+                        hint="the deadline is derived from the profiled run time; "
+                             "Resources(timeout_s=...) sets your own, math.inf waits forever") from None
+                except (StraightLineError, KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as exc:   # never the user's (those travel in the frame)
+                    raise TargetFailure(f"the {kind} target failed: {type(exc).__name__}: {exc}",
+                                        target=kind, may_have_run=True) from exc
                 finally:
                     streamed = call_output.streams.stop(watch) if watch is not None else 0
                 latency = time.perf_counter() - t0
@@ -407,7 +454,8 @@ class Router:
                                       items=n, request_bytes=total, outcome="failed",
                                       detail=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                                       queue_s=queue_s, rate=rate)
-                self._after_failure(kind, exc)
+                if self._after_failure(kind, exc) and kind not in retried:
+                    replaced += (kind,)
                 if not self._may_retry(exc):
                     raise
                 if exc.may_have_run:
@@ -420,9 +468,7 @@ class Router:
                 avoid += (kind,)
                 continue
             finally:
-                with self._cond:
-                    state.in_flight -= 1
-                    self._cond.notify()
+                self._release_slot(kind, state)
             body = reply.body
             outcomes = decode_response(body)
             errors, function_s, detail = 0, 0.0, ""
@@ -448,19 +494,77 @@ class Router:
             self.last_decision = decision
             return outcomes, decision
 
+    def _deadline(self, items: int) -> tuple[float | None, bool]:
+        """(seconds a request may wait for its answer, whether that is the default)."""
+        timeout = self.spec.resources.timeout_s
+        if timeout is not None:
+            return (None if math.isinf(timeout) else timeout), False
+        return default_deadline(self._static_features.runtime_s, items), True
+
+    def _wait_for_slot(self, kind: str, state: TargetState, patience: float | None = None,
+                       stop: threading.Event | None = None) -> bool:
+        """Join the line for ``kind`` (under self._cond) and wait until a slot is
+        handed over: first come, first served, whatever threads arrive meanwhile.
+        False when ``patience`` (seconds) ran out first: the request left the line
+        and is placed again. Raises MapStopped once ``stop`` is set."""
+        ticket = threading.Event()
+        line = self._waiting.setdefault(kind, deque())
+        line.append(ticket)
+        if (state.concurrency is None or state.in_flight < state.concurrency) and line[0] is ticket:
+            line.popleft()            # a slot is free and nobody is ahead
+            state.in_flight += 1
+            return True
+        deadline = time.monotonic() + patience if patience is not None else None
+        state.waiting += 1
+        self._cond.release()
+        try:
+            while True:
+                left = deadline - time.monotonic() if deadline is not None else None
+                if ticket.wait(min(0.1, left) if left is not None else
+                               0.1 if stop is not None else None):
+                    break
+                if (stop is not None and stop.is_set()) or (left is not None and left <= 0.1):
+                    break
+        finally:
+            self._cond.acquire()
+            state.waiting -= 1
+        if ticket.is_set():           # the slot was handed over (perhaps as we gave up)
+            if stop is not None and stop.is_set():
+                self._hand_on(kind, state)
+                raise MapStopped()
+            return True
+        line.remove(ticket)           # under the lock: no slot can be handed to it now
+        if stop is not None and stop.is_set():
+            raise MapStopped()
+        return False
+
+    def _hand_on(self, kind: str, state: TargetState) -> None:
+        """A slot is free (under self._cond): to the first in line, else counted free."""
+        line = self._waiting.get(kind)
+        if line:
+            line.popleft().set()  # the slot goes to the first in line; in_flight unchanged
+        else:
+            state.in_flight -= 1
+            self._cond.notify_all()
+
+    def _release_slot(self, kind: str, state: TargetState) -> None:
+        with self._cond:
+            self._hand_on(kind, state)
+
     def _may_retry(self, exc: TargetFailure) -> bool:
         return not exc.may_have_run or self.idempotent
 
-    def _after_failure(self, kind: str, exc: TargetFailure) -> None:
+    def _after_failure(self, kind: str, exc: TargetFailure) -> bool:
         """A target failed a call: if it no longer answers, drop it, so the policy's
         next choice of it deploys it afresh (a new worker or container); if that
-        deployment fails too, the kind is marked down for a while."""
+        deployment fails too, the kind is marked down for a while. True when the
+        target was dropped (or already gone)."""
         target = self._targets.get(kind)
         if target is None:
-            return
+            return True
         healthy, detail = target.health()
         if healthy:
-            return  # e.g. saturated or throttled: the target is fine, this call goes elsewhere
+            return False  # e.g. saturated or throttled: the target is fine, this call goes elsewhere
         log.warning("%s: the %s target stopped answering (%s); it will be redeployed when next chosen",
                     self.name, kind, detail.splitlines()[0][:200])
         with self._deploy_lock:
@@ -471,6 +575,7 @@ class Router:
             target.teardown()
         except Exception as teardown_exc:
             log.debug("teardown of failed %s target: %s", kind, teardown_exc)
+        return True
 
     # -- target states ----------------------------------------------------------------
 
@@ -491,14 +596,32 @@ class Router:
 
     def _recover_targets(self, now: float) -> None:
         for kind, until in list(self._down_until.items()):
-            if now >= until:
-                del self._down_until[kind]
-                state = self._states.get(kind)
-                if state is not None:
-                    state.available, state.reason = True, ""
+            if now < until:
+                continue
+            state = self._states.get(kind)
+            if kind in self._down_by_probe:
+                probe = target_registry.probe(kind, settings().target_options(kind), fresh=True)
+                if not probe.available:     # still down: look again in a moment
+                    self._down_until[kind] = now + RECHECK_S
+                    if state is not None:
+                        state.reason = probe.reason + (f" ({probe.hint})" if probe.hint else "")
+                    continue
+            self._down_until.pop(kind, None)
+            self._down_by_probe.discard(kind)
+            if state is not None:
+                state.available, state.reason = True, ""
 
     def _mark_down(self, kind: str, reason: str) -> None:
+        """Take ``kind`` out of placement. If its probe fails too (an engine or a
+        service is down), it is probed again every RECHECK_S and used as soon as it
+        passes; otherwise (a failed deploy) it is left alone for DOWN_FOR_S."""
         state = self._states.get(kind)
         if state is not None:
             state.available, state.reason = False, reason
-        self._down_until[kind] = time.monotonic() + DOWN_FOR_S
+        probe = target_registry.probe(kind, settings().target_options(kind), fresh=True)
+        if probe.available:
+            self._down_by_probe.discard(kind)
+            self._down_until[kind] = time.monotonic() + DOWN_FOR_S
+        else:
+            self._down_by_probe.add(kind)
+            self._down_until[kind] = time.monotonic() + RECHECK_S

@@ -34,8 +34,11 @@ def test_worker_refuses_requests_without_the_right_token():
     bad = {"Authorization": "Bearer not-the-token"}
     assert s.get(f"{url}/health", headers=bad).status_code == 403
     assert s.post(f"{url}/invoke", data=b"x", headers=bad).status_code == 403
-    good = {"Authorization": f"Bearer {h.spec.token}"}
+    key = {"Authorization": f"Bearer {h.spec.token}"}      # the key is never a credential on the wire
+    assert s.get(f"{url}/health", headers=key).status_code == 403
+    good = h.endpoint.headers
     assert s.get(f"{url}/health", headers=good).json()["ok"] is True
+    assert s.post(f"{url}/invoke", data=b"x", headers=good).status_code == 403   # JSON calls only
 
 
 def _exchange(client, request: bytes) -> tuple[int, bytes, bool]:
@@ -64,7 +67,8 @@ def _health_request(token: str, *headers: str, version: str = "HTTP/1.1") -> byt
     (b"POST /invoke HTTP/1.1\r\nContent-Length : 3\r\n\r\nabc", 400),        # space before the colon
     (b"POST /invoke HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc", 400),
     (b"POST /invoke HTTP/1.1\r\nContent-Length: -3\r\n\r\n", 400),
-    (b"POST /invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
+    (b"POST /invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 401),
+    (b"POST /json HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501),
     (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(65)) + b"\r\n", 431),
     (b"GET /health HTTP/1.1\r\nX-Long: " + b"y" * 70000 + b"\r\n\r\n", 431),
 ])
@@ -77,7 +81,7 @@ def test_worker_refuses_malformed_requests_with_a_status(request_bytes, status):
 
 def test_worker_reads_headers_in_any_case_and_honours_connection_rules():
     h = straightline.deploy(lambda x: x, sample=(1,), name="lenient")
-    client, token = h.deployed_targets["local"].client, h.spec.token
+    client, token = h.deployed_targets["local"].client, h.endpoint.token
     status, body, closed = _exchange(client, _health_request(token))
     assert status == 200 and json.loads(body)["ok"] is True and not closed   # kept alive
     assert _exchange(client, _health_request(token, "Connection: close"))[::2] == (200, True)
@@ -96,7 +100,7 @@ def test_json_endpoint_over_plain_http():
 
     client = total.deployed_targets["local"].client
     url = f"http://{client.host}:{client.port}/json"
-    headers = {"Authorization": f"Bearer {total.spec.token}"}
+    headers = total.endpoint.headers
     s = requests.Session()
     s.trust_env = False
     r = s.post(url, json={"args": [[1, 2, 3]], "kwargs": {"offset": 10}}, headers=headers)
@@ -143,7 +147,7 @@ def _raw(address, request: bytes) -> tuple[int, bytes, bool]:
     (b"GET /health HTTP/1.1\r\nNo-Colon-Here\r\n\r\n", 400),
     (b"GET /health HTTP/1.1\r\n: empty-name\r\n\r\n", 400),
     (b"POST /invoke HTTP/1.1\r\nContent-Length: abc\r\n\r\n", 400),
-    (b"POST /invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc", 411),
+    (b"POST /invoke HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\nabc", 400),
 ])
 def test_the_parser_refuses_what_it_cannot_read_unambiguously(inprocess_worker, request_bytes, status):
     got, _, closed = _raw(inprocess_worker, request_bytes)
@@ -151,22 +155,29 @@ def test_the_parser_refuses_what_it_cannot_read_unambiguously(inprocess_worker, 
 
 
 def test_the_parser_answers_the_endpoints_with_the_token(inprocess_worker):
-    head = "Authorization: Bearer t0ken\r\n"
+    from straightline_sdk.runtime import auth
+    head = f"Authorization: Bearer {auth.json_token(b't0ken')}\r\n"   # the JSON door's token
     status, body, closed = _raw(inprocess_worker, f"GET /health HTTP/1.1\r\n{head}\r\n".encode())
     assert status == 200 and json.loads(body)["function"] == "double" and not closed
     payload = b'{"args": [21]}'
     request = (f"POST /json HTTP/1.1\r\n{head}Content-Length: {len(payload)}\r\n\r\n").encode() + payload
     assert _raw(inprocess_worker, request)[:2] == (200, b'{"result": 42}')
     assert _raw(inprocess_worker, b"GET /nowhere HTTP/1.1\r\n" + head.encode() + b"\r\n")[0] == 404
-    assert _raw(inprocess_worker, b"GET /health HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n")[0] == 403
+    assert _raw(inprocess_worker, b"GET /health HTTP/1.1\r\nAuthorization: Basic x\r\n\r\n")[0] == 401
 
 
 def test_a_frame_through_the_parser_and_back(inprocess_worker):
     from straightline_sdk.protocol import decode_response, encode_request
     from straightline_sdk.runtime import wire
 
+    from straightline_sdk.targets.http import WorkerClient
+
     segments, total = encode_request([((5,), {}), (("ab",), {})])
-    request = (f"POST {wire.INVOKE_PATH} HTTP/1.1\r\nauthorization: Bearer t0ken\r\n"
-               f"content-type: {wire.FRAME_CONTENT_TYPE}\r\ncontent-length: {total}\r\n\r\n").encode()
-    status, body, _ = _raw(inprocess_worker, request + b"".join(bytes(s) for s in segments))
-    assert status == 200 and [(ok, value) for ok, value, _ in decode_response(body)] == [(True, 10), (True, "abab")]
+    client = WorkerClient(*inprocess_worker, "t0ken", target="local")   # proves the key
+    try:
+        response = client.request("POST", wire.INVOKE_PATH, segments, total,
+                                  content_type=wire.FRAME_CONTENT_TYPE)
+    finally:
+        client.close()
+    assert response.status == 200
+    assert [(ok, value) for ok, value, _ in decode_response(response.body)] == [(True, 10), (True, "abab")]

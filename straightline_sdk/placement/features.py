@@ -44,6 +44,7 @@ class Limits:
     pythons: frozenset | None = None    # (major, minor) pairs the target can run
     max_package_mb: float | None = None
     sources: tuple[str, ...] = ()       # where these numbers come from
+    notes: tuple[str, ...] = ()         # how the kind will run calls, for the reasons (e.g. insecure)
 
 
 @dataclass(slots=True)

@@ -84,10 +84,11 @@ class Decision:
     a decision is made on every call, its explanation is read rarely."""
 
     __slots__ = ("target", "branch", "rate", "request_bytes", "batch", "features", "thresholds",
-                 "excluded", "passed_over", "queued", "names", "note", "wait_reason")
+                 "excluded", "passed_over", "queued", "names", "note", "wait_reason", "notes")
 
     def __init__(self, target, branch, rate, request_bytes, batch, features, thresholds,
-                 excluded=(), passed_over=(), queued=False, names=None, note="", wait_reason=""):
+                 excluded=(), passed_over=(), queued=False, names=None, note="", wait_reason="",
+                 notes=()):
         self.target = target
         self.branch = branch
         self.rate = rate                  # f_t of this request
@@ -98,6 +99,7 @@ class Decision:
         self.excluded = excluded          # ((kind, constraint violated), ...)
         self.passed_over = passed_over    # ((kind, why not available now), ...)
         self.queued = queued              # every candidate saturated: waits on target
+        self.notes = notes                # the chosen target's notes (its Limits.notes)
         self.names = names                # tier -> the kinds that stand for it, in words
         self.note = note                  # the chosen target's own note (its pool's size)
         self.wait_reason = wait_reason    # why it waits for a busy target rather than go elsewhere
@@ -134,6 +136,10 @@ class Decision:
             lines.append(f"a batch of {self.batch} items beyond local capacity → {self.target} before "
                          f"{names[CONTAINER]}: a container here shares the CPUs the local worker "
                          f"has used up, the cluster brings its own")
+        lines += [f"{self.target}: {note}" for note in self.notes]
+        if target_tier == LOCAL and self.features.memory_mb:
+            lines.append(f"{self.target}: memory_mb = {self.features.memory_mb} MB is enforced on "
+                         f"each worker process (RLIMIT_AS: past it an allocation raises MemoryError)")
         if self.queued and self.wait_reason:
             lines.append(f"{self.target} is busy → waits for a slot: {self.wait_reason}")
         elif self.queued:
@@ -144,13 +150,13 @@ class Decision:
             lines.append(f"{self.target}: {self.note}")
         return lines
 
-    def wait_on(self, kind: str, why: str, note: str = "") -> "Decision":
+    def wait_on(self, kind: str, why: str, note: str = "", notes=()) -> "Decision":
         """This decision changed to wait for a slot on ``kind``, a busy target the
         policy passed over, because that is sooner than its choice (capacity.py)."""
         passed_over = tuple(p for p in self.passed_over if p[0] != kind)
         return Decision(kind, self.branch, self.rate, self.request_bytes, self.batch, self.features,
                         self.thresholds, self.excluded, passed_over, queued=True, names=self.names,
-                        note=note, wait_reason=why)
+                        note=note, wait_reason=why, notes=notes)
 
     def __str__(self) -> str:
         return f"{self.target}: " + "; ".join(self.reasons)
@@ -237,11 +243,12 @@ class Plan:
             else:
                 return Decision(kind, branch, rate, request_bytes, batch, self.features, thresholds,
                                 tuple(excluded or ()), tuple(passed_over or ()), names=self.names,
-                                note=state.note)
+                                note=state.note, notes=limits.notes)
         if saturated_first is not None:
             return Decision(saturated_first, branch, rate, request_bytes, batch, self.features,
                             thresholds, tuple(excluded or ()), tuple(passed_over or ()), queued=True,
-                            names=self.names, note=states[saturated_first].note)
+                            names=self.names, note=states[saturated_first].note,
+                            notes=states[saturated_first].limits.notes)
         problems = (excluded or []) + (passed_over or [])
         if self.pinned is not None and self.pinned not in states:
             problems.append((self.pinned, "not among the allowed targets"))

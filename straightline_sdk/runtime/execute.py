@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pickle
 import sys
+import threading
 import time
 
 import cloudpickle
@@ -28,6 +29,28 @@ def error_info(exc: BaseException, kind: str = "user", skip_frames: int = 0) -> 
     return errors.describe(exc, kind, skip_frames)
 
 
+real_exit = os._exit
+_in_call = threading.local()
+
+
+class ProcessExit(SystemExit):
+    """``os._exit(code)`` called by the user's function inside a worker: raised
+    instead of ending the process that serves other calls."""
+
+
+def _exit_in_call(code=0):
+    if getattr(_in_call, "active", False):
+        raise ProcessExit(code)
+    real_exit(code)
+
+
+def trap_process_exit() -> None:
+    """In a worker, make the user's ``os._exit(n)`` end their call, not the
+    process (which serves other calls and would be re-run elsewhere). Idempotent."""
+    if os._exit is not _exit_in_call:
+        os._exit = _exit_in_call
+
+
 def run_calls(fn, calls, options: dict | None = None) -> list:
     """Run each ``(args, kwargs)`` call; one outcome per call, in order.
 
@@ -44,26 +67,50 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
     stream_id = options.get("stream_id") if len(calls) == 1 else None
     outcomes = []
     clock = time.perf_counter
-    for args, kwargs in calls:
-        meta: dict = {}
-        output = None
-        t0 = clock()
-        try:
-            if capture_on:
-                with capture.capturing(log_level, limit, tee_all, stream_id) as output:
+    _in_call.active = True
+    try:
+        for args, kwargs in calls:
+            meta: dict = {}
+            output = None
+            t0 = clock()
+            try:
+                if capture_on:
+                    with capture.capturing(log_level, limit, tee_all, stream_id) as output:
+                        value = fn(*args, **kwargs)
+                else:
                     value = fn(*args, **kwargs)
-            else:
-                value = fn(*args, **kwargs)
-            outcome = [True, value, meta]
-        except Exception as exc:  # the user's error travels back; the worker lives on
-            outcome = [False, error_info(exc, skip_frames=1), meta]
-        meta["function_s"] = clock() - t0
-        if output is not None and output.chunks:
-            meta["output"] = output.as_list()
-            if output.truncated:
-                meta["truncated"] = output.truncated
-        outcomes.append(tuple(outcome))
+                outcome = [True, value, meta]
+            except ProcessExit as exc:
+                info = error_info(SystemExit(exc.code), kind="exit", skip_frames=1)
+                where = error_info(exc, skip_frames=1)
+                for key in ("frames", "codes"):
+                    if key in where:
+                        info[key] = where[key]
+                info["message"] = f"the function called os._exit({exc.code!r})"
+                outcome = [False, info, meta]
+            except (Exception, SystemExit, KeyboardInterrupt) as exc:
+                # the user's error (an exit included) travels back; the worker lives on
+                outcome = [False, error_info(exc, skip_frames=1), meta]
+            meta["function_s"] = clock() - t0
+            if output is not None and output.chunks:
+                meta["output"] = output.as_list()
+                if output.truncated:
+                    meta["truncated"] = output.truncated
+            outcomes.append(tuple(outcome))
+    finally:
+        _in_call.active = False
     return outcomes
+
+
+def format_error(info: dict) -> str:
+    """A traceback's text from error_info (the JSON door's answer)."""
+    lines = ["Traceback (most recent call last):\n"]
+    for filename, lineno, name, line in info.get("frames", ()):
+        lines.append(f'  File "{filename}", line {lineno}, in {name}\n')
+        if line:
+            lines.append(f"    {line}\n")
+    lines.append(f"{info.get('type', 'Exception')}: {info.get('message', '')}\n")
+    return "".join(lines)
 
 
 def encode_outcomes(outcomes: list) -> tuple[list, int]:

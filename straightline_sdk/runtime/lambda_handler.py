@@ -55,6 +55,9 @@ if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):  # inside Lambda, not on the clie
 
 def handler(event, context=None):
     global _served
+    # in the Lambda runtime only (the client imports this module too): the user's
+    # os._exit(n) ends their call as SystemExit, not the warm runtime
+    execute.trap_process_exit()
     cold = _served == 0
     _served += 1
     if _function is None:

@@ -37,6 +37,10 @@ def _function(key: str, payload: bytes):
 
 
 def _respond(fn, body) -> bytes:
+    # in the Ray worker (never the driver, which imports this module too): the user's
+    # os._exit(n) ends their call as SystemExit, not the worker; Ray's own os._exit
+    # calls, outside a call, pass through
+    execute.trap_process_exit()
     # Ray streams a worker's output to the driver itself: captured output, which
     # the handle prints, is not echoed a second time
     segments, _ = execute.handle_frame(fn, body, echo_output=False)

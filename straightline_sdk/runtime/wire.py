@@ -42,9 +42,10 @@ INVOKE_PATH = "/invoke"      # POST a request frame, get a response frame
 JSON_PATH = "/json"          # POST {"args": [...], "kwargs": {...}}, get {"result": ...}
 HEALTH_PATH = "/health"      # GET: {"ok": true, ...}
 OUTPUT_PATH = "/output"      # GET ?id=<stream id>&offset=<n>: a running call's output so far
+OPENAPI_PATH = "/openapi.json"   # GET: the JSON door described (OpenAPI 3.1)
 
 # The environment a worker is started with (the local target, the Docker image).
-TOKEN_ENV = "STRAIGHTLINE_TOKEN"                  # the bearer token every request must carry
+TOKEN_ENV = "STRAIGHTLINE_TOKEN"                  # the deployment's key (never on the wire)
 FUNCTION_ENV = "STRAIGHTLINE_FUNCTION"            # path of the cloudpickled function
 NAME_ENV = "STRAIGHTLINE_NAME"                    # the deployment's name (for logs)
 CONCURRENCY_ENV = "STRAIGHTLINE_CONCURRENCY"      # calls run at once
@@ -55,6 +56,14 @@ LISTEN_FDS_ENV = "STRAIGHTLINE_LISTEN_FDS"        # several, one per pool proces
 PROCESSES_ENV = "STRAIGHTLINE_PROCESSES"          # pool processes (runtime/pool.py)
 THREADS_ENV = "STRAIGHTLINE_THREADS"              # calls each pool process runs at once
 PARENT_PID_ENV = "STRAIGHTLINE_PARENT_PID"        # exit when this process is gone
+LIFELINE_FD_ENV = "STRAIGHTLINE_LIFELINE_FD"      # exit when this pipe's write end closes
+MAX_BODY_ENV = "STRAIGHTLINE_MAX_BODY"            # the largest request body read, bytes
+MAX_CONNECTIONS_ENV = "STRAIGHTLINE_MAX_CONNECTIONS"  # connections served at once
+MEMORY_MB_ENV = "STRAIGHTLINE_MEMORY_MB"          # local target: cap the address space
+IDLE_TIMEOUT_ENV = "STRAIGHTLINE_IDLE_TIMEOUT_S"  # keep-alive idleness allowed, seconds
+HEAD_TIMEOUT_ENV = "STRAIGHTLINE_HEAD_TIMEOUT_S"  # a request head must arrive within this
+LEASE_ENV = "STRAIGHTLINE_LEASE_S"                # exit when the SDK has not called for this long
+CLEANUP_DIR_ENV = "STRAIGHTLINE_CLEANUP_DIR"      # local worker: remove this folder when orphaned
 MAX_RESULT_ENV = "STRAIGHTLINE_MAX_RESULT_BYTES"  # Lambda: the largest response frame
 
 ECHO = "straightline-echo"

@@ -44,6 +44,9 @@ for _name, _kind in REGISTRY.items():
     tiers.register_kind(_name, _kind.tier)
 
 _PROBE_TTL_S = 30.0
+# "unavailable" is kept for less time: an engine that comes back is used again
+# within seconds, not after the cache's half minute
+_PROBE_DOWN_TTL_S = 2.0
 _probes: dict[tuple, tuple[float, Probe]] = {}
 
 
@@ -121,7 +124,8 @@ def probe(kind: str, options=None, *, fresh: bool = False) -> Probe:
     key = (kind, REGISTRY.get(kind), options)
     now = time.monotonic()
     cached = _probes.get(key)
-    if cached and not fresh and now - cached[0] < _PROBE_TTL_S:
+    if cached and not fresh and now - cached[0] < (
+            _PROBE_TTL_S if cached[1].available else _PROBE_DOWN_TTL_S):
         return cached[1]
     try:
         result = cls.probe(options)

@@ -5,6 +5,10 @@ This is the hot path of every call, so it is a raw socket, not ``requests``:
 one ``sendmsg`` of headers and frame segments, one buffered read of the reply,
 TCP_NODELAY, and idle connections reused LIFO. ``requests`` costs ~0.5 ms per
 call on its own here; this costs a few tens of microseconds.
+
+Each connection opens with the mutual handshake of ``runtime/auth.py``: the
+worker proves it holds the deployment's key before any argument is sent, and
+every message after it is signed; the key itself never travels.
 """
 
 from __future__ import annotations
@@ -14,18 +18,74 @@ import json
 import select
 import socket
 import threading
+import time
 
 from ..errors import CallTimeout, TargetFailure, TargetSaturated
-from ..runtime import wire
+from ..runtime import auth, wire
+
+HANDSHAKE_TIMEOUT_S = 10.0
+_BLOCKING_MAX = 256 * 1024   # a request this small fits the socket buffers: sent without waiting
+#: how often a call waiting on a worker asks whether the worker is still alive:
+#: often at first (a frozen worker is found fast), then less (a long call costs
+#: the engine a look per second, not four)
+LIVENESS_INTERVAL_S = 0.25
+LIVENESS_INTERVAL_LONG_S = 1.0
+LIVENESS_LONG_AFTER_S = 5.0
+
+
+class PeerNotVerified(TargetFailure):
+    """Whoever answers at a worker's address did not prove it holds the
+    deployment's key: nothing was sent to it and nothing it said was unpickled."""
 
 
 class _Connection:
-    __slots__ = ("sock", "rfile")
+    __slots__ = ("sock", "rfile", "session", "proof_header", "counter", "poller")
 
-    def __init__(self, host: str, port: int, timeout: float | None):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host: str, port: int, timeout: float | None, key: bytes | None = None):
+        connect_timeout = HANDSHAKE_TIMEOUT_S if timeout is None else min(timeout, HANDSHAKE_TIMEOUT_S)
+        self.sock = socket.create_connection((host, port), timeout=connect_timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.rfile = self.sock.makefile("rb", buffering=64 * 1024)
+        self.session = None
+        self.proof_header = b""
+        self.counter = 0
+        self.poller = None
+        if key is not None:
+            try:
+                self._handshake(host, port, key)
+            except BaseException:
+                self.close()
+                raise
+
+    def _handshake(self, host: str, port: int, key: bytes) -> None:
+        """Prove each other's key (runtime/auth.py) before anything else is sent."""
+        client_nonce = auth.new_nonce()
+        sign = not auth.is_loopback(host)     # off this machine's loopback, sign every message
+        sign_line = f"{auth.SIGN_HEADER}: 1\r\n" if sign else ""
+        self.sock.settimeout(HANDSHAKE_TIMEOUT_S)
+        self.sock.sendall(f"POST {auth.AUTH_PATH} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                          f"{auth.NONCE_HEADER}: {client_nonce.hex()}\r\n{sign_line}"
+                          f"Content-Length: 0\r\n\r\n".encode())
+        response = _read_response(self.rfile, want=(auth.NONCE_HEADER, auth.PROOF_HEADER),
+                                  max_body=64 * 1024)
+        server_nonce = auth.parse_nonce(response.headers.get(auth.NONCE_HEADER, ""))
+        if response.status == 503:
+            raise TargetFailure(f"the worker at {host}:{port} has all its connections in use",
+                                may_have_run=False)
+        if response.status != 200 or server_nonce is None:
+            raise PeerNotVerified(
+                f"the process answering at {host}:{port} is not a straightline worker of this "
+                f"deployment (its handshake answer: HTTP {response.status}); nothing was sent to it",
+                may_have_run=False)
+        if not auth.same(response.headers.get(auth.PROOF_HEADER, ""),
+                         auth.worker_proof(key, client_nonce, server_nonce, sign)):
+            raise PeerNotVerified(
+                f"the process answering at {host}:{port} did not prove it holds this deployment's "
+                f"key; nothing was sent to it (the worker may have died and another program "
+                f"taken its address)", may_have_run=False)
+        self.session = auth.session_key(key, client_nonce, server_nonce) if sign else None
+        self.proof_header = (f"Authorization: {auth.SCHEME} "
+                             f"{auth.client_proof(key, client_nonce, server_nonce, sign)}\r\n").encode()
 
     def stale(self) -> bool:
         # An idle kept-alive socket that is readable has been closed by the server.
@@ -41,25 +101,27 @@ class _Connection:
 
 
 class HTTPResponse:
-    __slots__ = ("status", "content_type", "body")
+    __slots__ = ("status", "content_type", "body", "headers")
 
-    def __init__(self, status: int, content_type: str, body: bytearray):
+    def __init__(self, status: int, content_type: str, body: bytearray, headers=None):
         self.status = status
         self.content_type = content_type
         self.body = body
+        self.headers = headers or {}
 
     def json(self):
         return json.loads(self.body or b"null")
 
 
 class WorkerClient:
-    """Talks to one worker at host:port with the deployment's token."""
+    """Talks to one worker at host:port that proves the deployment's key
+    (``token``); ``authenticate=False`` speaks plain HTTP (benchmark floors)."""
 
-    def __init__(self, host: str, port: int, token: str, *, target: str):
+    def __init__(self, host: str, port: int, token: str, *, target: str, authenticate: bool = True):
         self.host = host
         self.port = port
         self.target = target
-        self._auth = f"Authorization: Bearer {token}\r\n".encode()
+        self._key = token.encode() if authenticate else None
         self._host_header = f"Host: {host}:{port}\r\n".encode()
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
@@ -73,11 +135,16 @@ class WorkerClient:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
                 try:
-                    return _Connection(self.host, self.port, timeout)
-                except OSError as exc:
+                    conn = _Connection(self.host, self.port, timeout, self._key)
+                    conn.sock.settimeout(timeout)
+                    return conn
+                except PeerNotVerified as exc:
+                    exc.target = self.target
+                    raise
+                except (OSError, ValueError) as exc:
                     raise TargetFailure(
                         f"cannot connect to the {self.target} worker at {self.host}:{self.port}: "
-                        f"{exc.strerror or exc}", target=self.target, may_have_run=False) from exc
+                        f"{getattr(exc, 'strerror', None) or exc}", target=self.target, may_have_run=False) from exc
             if conn.stale():
                 conn.close()
                 continue
@@ -86,16 +153,39 @@ class WorkerClient:
 
     def request(self, method: str, path: str, segments=(), total: int = 0, *,
                 content_type: str = "application/octet-stream", timeout: float | None = None,
-                authorize: bool = True) -> HTTPResponse:
-        conn = self._acquire(timeout)
+                authorize: bool = True, liveness=None) -> HTTPResponse:
+        """One request and its answer. ``liveness()``, if given, is asked every
+        LIVENESS_INTERVAL_S while the answer is awaited: a TargetFailure it
+        returns (the worker is frozen or gone) ends the wait."""
+        # With a liveness check, the wait for the answer is bounded by _await_answer's
+        # own poll; the socket stays blocking for a small request, because Python
+        # polls before every send and receive on a socket with a timeout: two more
+        # system calls a call (~10 % of a warm local call)
+        blocking = liveness is not None and total <= _BLOCKING_MAX
+        conn = self._acquire(None if blocking else timeout)
+        signed = conn.session is not None and authorize
+        mac = b""
+        if signed:
+            conn.counter += 1
+            parts = auth.prefix_parts(segments, auth.signed_length_of_segments(segments, total))
+            mac = (f"{auth.MAC_HEADER}: "
+                   f"{auth.mac(conn.session, b'req', conn.counter, f'{method} {path}'.encode(), parts)}"
+                   f"\r\n").encode()
         head = b"".join((
             f"{method} {path} HTTP/1.1\r\n".encode(), self._host_header,
-            self._auth if authorize else b"",
+            conn.proof_header if authorize else b"", mac,
             f"Content-Type: {content_type}\r\nContent-Length: {total}\r\n\r\n".encode(),
         ))
         try:
             _send_all(conn.sock, [head, *segments])
-            response = _read_response(conn.rfile)
+            if liveness is not None:
+                _await_answer(conn, timeout, liveness)
+            response = _read_response(conn.rfile, want=(auth.MAC_HEADER,) if signed else ())
+            if signed:
+                _verify_answer(conn, response, self)
+        except TargetFailure:
+            conn.close()
+            raise
         except socket.timeout as exc:
             conn.close()
             raise CallTimeout(f"the call did not finish within its {timeout:g} s time limit on the "
@@ -187,14 +277,55 @@ def pool_client(host: str, ports: list[int], token: str, *, target: str):
     return WorkerPoolClient(host, ports, token, target=target)
 
 
+def _await_answer(conn: _Connection, timeout: float | None, liveness) -> None:
+    """Wait for the answer's first byte in slices, asking ``liveness()`` between
+    them, so a frozen or vanished worker ends the wait instead of hanging it."""
+    if conn.poller is None:
+        conn.poller = select.poll()
+        conn.poller.register(conn.sock, select.POLLIN | select.POLLERR | select.POLLHUP)
+    start = now = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    wait = LIVENESS_INTERVAL_S
+    while True:
+        if deadline is not None:
+            wait = min(wait, max(0.0, deadline - now))
+        if conn.poller.poll(wait * 1000):
+            return
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            raise socket.timeout("timed out")
+        failure = liveness()
+        if failure is not None:
+            failure.may_have_run = True
+            raise failure
+        wait = LIVENESS_INTERVAL_S if now - start < LIVENESS_LONG_AFTER_S else LIVENESS_INTERVAL_LONG_S
+
+
+def _verify_answer(conn: _Connection, response: HTTPResponse, client: WorkerClient) -> None:
+    """An answer on a verified connection must carry the MAC of this request's
+    counter: nothing altered, replayed or injected is unpickled."""
+    body = response.body
+    want = auth.mac(conn.session, b"rsp", conn.counter, b"%d" % response.status,
+                    (memoryview(body)[:auth.signed_length(body)],))
+    if not auth.same(response.headers.get(auth.MAC_HEADER, ""), want):
+        raise PeerNotVerified(
+            f"an answer from the {client.target} worker at {client.host}:{client.port} was not "
+            f"signed with this deployment's key (HTTP {response.status}); it was dropped unread",
+            target=client.target, may_have_run=True)
+
+
 def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | None, *,
-                  what: str, dead=lambda: None) -> bytearray:
+                  what: str, dead=lambda: None, liveness=None) -> bytearray:
     """POST one request frame to a worker; the response frame. ``what`` names the
     worker in errors ("the local worker"); ``dead()`` says why it is gone (a
-    TargetFailure) or None, and is asked only when the connection fails."""
+    TargetFailure) or None, and is asked only when the connection fails;
+    ``liveness()`` likewise, every LIVENESS_INTERVAL_S while an answer is awaited."""
     try:
         response = client.request("POST", wire.INVOKE_PATH, segments, total,
-                                  content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout)
+                                  content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout,
+                                  liveness=liveness)
+    except PeerNotVerified:
+        raise
     except TargetFailure as exc:
         failure = dead()
         if failure is not None:
@@ -242,15 +373,19 @@ def _send_all(sock: socket.socket, buffers: list) -> None:
                 sent = 0
 
 
-def _read_response(rfile) -> HTTPResponse:
+def _read_response(rfile, want=(), max_body: int | None = None) -> HTTPResponse:
+    """Read one answer; ``want``: further header names (lower case) to keep."""
     status_line = rfile.readline(65537)
     if not status_line:
         raise ConnectionResetError(errno.ECONNRESET, "the worker closed the connection")
     parts = status_line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise ValueError(f"not an HTTP answer: {bytes(status_line[:60])!r}")
     status = int(parts[1])
     length = 0
     content_type = ""
-    while True:
+    headers = {}
+    for _ in range(200):
         line = rfile.readline(65537)
         if line in (b"\r\n", b"\n", b""):
             break
@@ -260,6 +395,12 @@ def _read_response(rfile) -> HTTPResponse:
             length = int(value)
         elif lname == b"content-type":
             content_type = value.strip().decode("latin-1")
+        elif want and lname.decode("latin-1") in want:
+            headers[lname.decode("latin-1")] = value.strip().decode("latin-1")
+    else:
+        raise ValueError("an answer with too many header lines")
+    if max_body is not None and length > max_body:
+        raise ValueError(f"an answer of {length} bytes where at most {max_body} were expected")
     body = bytearray(length)
     view = memoryview(body)
     got = 0
@@ -268,4 +409,4 @@ def _read_response(rfile) -> HTTPResponse:
         if not n:
             raise ConnectionResetError(errno.ECONNRESET, "the worker closed the connection mid-reply")
         got += n
-    return HTTPResponse(status, content_type, body)
+    return HTTPResponse(status, content_type, body, headers)

@@ -5,9 +5,12 @@ The worker is a pool: one process per CPU this process may use (affinity and
 cgroup quota), fewer when the profile's memory would not fit, each forked after
 the function is loaded (runtime/pool.py). It inherits one listening socket per
 process (no port race); the client sends each call to the least busy process.
-It watches its parent and exits with it, and runs in its own session so a
-notebook interrupt (SIGINT) does not kill it mid-call. Its output goes to a log
-file (``h.logs()``).
+It also inherits the read end of a lifeline pipe whose write end only this
+process holds: the pool's supervisor exits when this process is gone (even
+after SIGKILL), whichever thread started it, and its processes with it. It runs
+in its own session so a notebook interrupt (SIGINT) does not kill it mid-call,
+with each process's address space capped at ``Resources(memory_mb=)`` when that
+is set. Its output goes to a log file (``h.logs()``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,6 +36,15 @@ from ..runtime import execute, pool, wire
 from .base import Probe, Reply, Target
 from .options import TargetOptions
 from .http import WorkerClient, invoke_worker, pool_client, worker_health
+
+
+def _process_state(pid: int) -> str:
+    """The kernel's one-letter state of a process ("R", "S", "T" stopped, "Z"...), "" if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except (OSError, IndexError):
+        return ""
 
 
 def _available_memory_mb() -> int | None:
@@ -73,6 +86,9 @@ class LocalOptions(TargetOptions):
 Options = LocalOptions
 
 
+FROZEN_AFTER_S = 0.5   # a worker stopped this long fails the call waiting on it
+
+
 class LocalTarget(Target):
     kind = "local"
 
@@ -86,6 +102,8 @@ class LocalTarget(Target):
         self.proc: subprocess.Popen | None = None
         self.client: WorkerClient | None = None
         self._dir: str | None = None
+        self._lifeline: int | None = None   # write end of the worker's lifeline pipe
+        self._stopped_since: float | None = None
         self._replace_lock = threading.Lock()
 
     @classmethod
@@ -119,14 +137,20 @@ class LocalTarget(Target):
             listeners.append(listener)
         ports = [listener.getsockname()[1] for listener in listeners]
         fds = [listener.fileno() for listener in listeners]
+        lifeline_read, self._lifeline = os.pipe()   # neither end inheritable by default
         env = dict(os.environ)
+        memory_mb = self.spec.resources.memory_mb
+        if memory_mb:
+            env[wire.MEMORY_MB_ENV] = str(int(memory_mb))
         env.update({
             wire.TOKEN_ENV: self.spec.token,
             wire.FUNCTION_ENV: function_path,
             wire.NAME_ENV: self.spec.name,
             wire.LISTEN_FDS_ENV: ",".join(map(str, fds)),
             wire.THREADS_ENV: str(self.threads),
-            wire.PARENT_PID_ENV: str(os.getpid()),
+            wire.LIFELINE_FD_ENV: str(lifeline_read),
+            wire.CLEANUP_DIR_ENV: self._dir,
+            wire.MAX_BODY_ENV: str(self._max_body()),
             # the worker resolves modules as this process does
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
             "PYTHONUNBUFFERED": "1",
@@ -135,13 +159,20 @@ class LocalTarget(Target):
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "straightline_sdk.runtime.worker"],
                 env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                pass_fds=fds, start_new_session=True, cwd=os.getcwd(),
+                pass_fds=(*fds, lifeline_read), start_new_session=True, cwd=os.getcwd(),
             )
         for listener in listeners:
             listener.close()  # the worker holds its own copies
+        os.close(lifeline_read)
         self.client = pool_client(host if host != "0.0.0.0" else "127.0.0.1", ports,
                                   self.spec.token, target=self.kind)
         self._wait_ready(self.options.start_timeout_s)
+
+    def _max_body(self) -> int:
+        """The largest request the worker reads: the call's memory limit, or half
+        of the memory available now (at least 64 MiB)."""
+        memory_mb = self.spec.resources.memory_mb or (_available_memory_mb() or 4096) // 2
+        return max(64, int(memory_mb)) * 1024 * 1024
 
     def _wait_ready(self, timeout_s: float) -> None:
         @retry(stop=stop_after_delay(timeout_s), wait=wait_exponential(0.01, max=0.5),
@@ -177,7 +208,24 @@ class LocalTarget(Target):
                 f"the local worker for {self.spec.name!r} has exited (exit code "
                 f"{self.proc.returncode}). Its last output:\n{self.logs(20)}",
                 target=self.kind, hint="redeploy, or let the router fail over")
-        return None
+        return self._frozen()
+
+    def _frozen(self) -> TargetFailure | None:
+        """The worker stopped (SIGSTOP, a debugger) for over half a second: a call
+        waiting on it would wait forever."""
+        proc = self.proc
+        if proc is None or _process_state(proc.pid) not in ("T", "t"):
+            self._stopped_since = None
+            return None
+        now = time.monotonic()
+        if self._stopped_since is None:
+            self._stopped_since = now
+        if now - self._stopped_since < FROZEN_AFTER_S:
+            return None
+        return TargetFailure(
+            f"the local worker for {self.spec.name!r} (pid {proc.pid}) is stopped (SIGSTOP or a "
+            f"debugger) and cannot answer", target=self.kind,
+            hint="resume it (kill -CONT), or let the router fail over; it is replaced")
 
     def invoke(self, segments, total, timeout):
         client = self.client
@@ -185,7 +233,8 @@ class LocalTarget(Target):
             raise TargetFailure("the local worker is not deployed", target=self.kind)
         try:
             body = invoke_worker(client, segments, total, timeout, what="the local worker",
-                                 dead=lambda: self._dead_worker(grace_s=0.2))
+                                 dead=lambda: self._dead_worker(grace_s=0.2),
+                                 liveness=self._dead_worker)
         except CallTimeout as exc:
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
@@ -209,6 +258,8 @@ class LocalTarget(Target):
         if self.client is not None:
             self.client.close()
         proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None and _process_state(proc.pid) in ("T", "t"):
+            grace_s = 0.0   # a stopped worker cannot act on SIGTERM
         if proc is not None and proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -222,6 +273,9 @@ class LocalTarget(Target):
                 except (ProcessLookupError, PermissionError):
                     proc.kill()
                 proc.wait(timeout=5)
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
         if self._dir:
             # keep the log readable after teardown only in memory: remove the files
             self._last_log = self.logs(200)
@@ -236,6 +290,10 @@ class LocalTarget(Target):
     def read_output(self, stream_id: str, offset: int) -> dict | None:
         client = self.client
         return client.read_output(stream_id, offset) if client is not None else None
+
+    def door_address(self) -> tuple[str, int] | None:
+        """Where outside programs reach this worker's JSON door."""
+        return (self.client.host, self.client.port) if self.client else None
 
     @property
     def pid(self) -> int | None:

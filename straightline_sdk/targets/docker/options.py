@@ -24,6 +24,8 @@ class DockerOptions(TargetOptions):
     connect_host: str | None = None     # where this process connects; default the engine's host
     direct: bool = True                 # on Linux, talk to the container's bridge address
     start_timeout_s: float = 60.0       # how long a starting container may take to answer
+    insecure: bool = False              # allow the worker's port beyond loopback over plain HTTP
+    lease_s: float = 30.0               # keep=False: the container exits this long after its process
 
 
 Options = DockerOptions

@@ -44,7 +44,7 @@ from ..base import Probe, Reply, Target
 from ..http import WorkerClient, invoke_worker, pool_client, worker_health
 from ..local import worker_pool_size
 from . import inventory
-from .engine import (INSTALL_HINT, KIND, capacity as _capacity,
+from .engine import (_LOCAL_HOSTS, INSTALL_HINT, KIND, capacity as _capacity,
                      client as _client, docker_sdk as _docker_sdk, engine_address,
                      engine_info as _engine_info, gpu_runtime as _gpu_runtime,
                      platform_of as _platform, remote_host, sdk_version as _sdk_version,
@@ -56,6 +56,25 @@ from .records import (LABEL_CONFIG, LABEL_DEPS, LABEL_HASH, LABEL_KEEP, LABEL_NA
                       read_record as _read_record, write_record as _write_record)
 
 log = logging.getLogger("straightline")
+def network_exposure(options: DockerOptions) -> str | None:
+    """Why calls to the worker would cross a network in plain HTTP, or None when
+    they stay on this machine (loopback, or a local engine's bridge)."""
+    remote = remote_host(options)
+    bind = options.publish_host or ("0.0.0.0" if remote else "127.0.0.1")
+    if remote:
+        return f"the engine is on {remote}: calls travel the network to its published port"
+    if bind not in _LOCAL_HOSTS and not bind.startswith("127."):
+        return f"publish_host={bind} makes the worker's port reachable from the network"
+    connect = options.connect_host
+    if connect and connect not in _LOCAL_HOSTS and not connect.startswith("127."):
+        return f"connect_host={connect}: calls travel the network"
+    return None
+
+
+INSECURE_NOTE = ("plain HTTP over the network (insecure=True): the key is never sent and every "
+                 "message is signed, but arguments and results can be read on the way")
+
+
 
 def _exit_reason(state: dict) -> str:
     if state.get("OOMKilled"):
@@ -70,6 +89,10 @@ def _exit_reason(state: dict) -> str:
     if state.get("Error"):
         text += f", {state['Error']}"
     return text
+
+
+FROZEN_AFTER_S = 0.5   # a container paused this long fails the call waiting on it
+
 
 
 class DockerTarget(Target):
@@ -93,6 +116,8 @@ class DockerTarget(Target):
         self._last_log = ""
         self._stop_reason: tuple[str, str] | None = None   # (message, hint) once seen stopped
         self._restart_lock = threading.Lock()
+        self._paused_since: float | None = None
+        self._lease_stop: threading.Event | None = None
 
     @property
     def container(self):
@@ -132,7 +157,13 @@ class DockerTarget(Target):
             return Probe(False, f"the Docker engine at {engine_address(options)} did not answer "
                                 f"`docker info`: {_short(exc)}")
         capacity = _capacity(info, options)
+        exposure = network_exposure(options)
+        if exposure and not options.insecure:
+            return Probe(False, f"{exposure}, in plain HTTP (arguments and results readable)",
+                         hint="keep the port on 127.0.0.1 and tunnel (ssh -L), or accept it with "
+                              "configure(options={'docker': {'insecure': True}})")
         return Probe(True, limits=Limits(
+            notes=(INSECURE_NOTE,) if exposure else (),
             max_memory_mb=capacity["memory_mb"], cpus=capacity["cpus"], gpus=capacity["gpus"],
             pythons=frozenset({sys.version_info[:2]}),
             sources=(f"docker info of the engine at {engine_address(options)}: MemTotal, NCPU, "
@@ -146,10 +177,55 @@ class DockerTarget(Target):
             self.progress.step(text)
 
     def deploy(self) -> None:
+        self._deploy()
+        if not self.spec.keep:
+            self._start_lease()
+
+    def _prune_records(self) -> None:
+        """This deployment's record names a container this engine no longer has
+        (removed outside the SDK, or ended by its lease): drop the record and the
+        container's token. (Records are per engine: others' are left alone.)"""
+        path = _deployment_path(self._recorded_key)
+        entry = _read_json(path)
+        if not entry or not entry.get("container"):
+            return
+        try:
+            self.docker.containers.get(entry["container"])
+            return
+        except _docker_sdk().errors.NotFound:
+            pass
+        except Exception:
+            return
+        _forget_record(entry["container"])
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+    def _start_lease(self) -> None:
+        """Renew the container's lease while this process lives (a deployment that
+        is not kept): if the process is killed, the container exits on its own
+        within the lease (option lease_s, 30 s) instead of running on; renewed
+        every sixth of it."""
+        stop = self._lease_stop = threading.Event()
+
+        def renew():
+            while not stop.wait(self.options.lease_s / 6):
+                client = self.client
+                if client is not None:
+                    try:
+                        client.get("/health", timeout=5.0)
+                    except Exception:
+                        pass   # a failing container is the router's business, on the next call
+
+        threading.Thread(target=renew, name=f"lease-{self.spec.name}", daemon=True).start()
+
+    def _deploy(self) -> None:
         self._recorded_key = self._record_key()
         if self._adopt_recorded():
             return
         self.docker = _client(self.options)
+        self._prune_records()
         info = self.docker.info()
         platform = _platform(info)
         resources = self.spec.resources
@@ -291,7 +367,8 @@ class DockerTarget(Target):
                 self.image_tag, detach=True, init=True, name=self._container_name(),
                 environment={wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
                              wire.PROCESSES_ENV: str(self.processes),
-                             wire.THREADS_ENV: str(self.threads)},
+                             wire.THREADS_ENV: str(self.threads),
+                             **({} if self.spec.keep else {wire.LEASE_ENV: str(self.options.lease_s)})},
                 # process i of the pool listens on WORKER_PORT + i; every one is published
                 ports={f"{docker_context.WORKER_PORT + i}/tcp": (bind,) for i in range(self.processes)},
                 labels=labels, **limits)
@@ -529,13 +606,40 @@ class DockerTarget(Target):
         message, hint = self._stop_reason
         return TargetFailure(message, target=KIND, hint=hint)
 
+    def _frozen(self) -> TargetFailure | None:
+        """Asked every half second while a call waits: the container paused (docker
+        pause) for over half a second, or stopped, fails the call instead of hanging it.
+        An engine that does not answer is no evidence either way."""
+        container = self.container
+        if container is None:
+            return None
+        try:
+            container.reload()
+        except Exception:
+            return None
+        state = container.attrs.get("State", {})
+        if not state.get("Running"):
+            return self._stopped(wait_s=0)
+        if not state.get("Paused"):
+            self._paused_since = None
+            return None
+        now = time.monotonic()
+        if self._paused_since is None:
+            self._paused_since = now
+        if now - self._paused_since < FROZEN_AFTER_S:
+            return None
+        return TargetFailure(f"the container {container.short_id} for {self.spec.name!r} is "
+                             f"paused and cannot answer", target=KIND,
+                             hint="`docker unpause` it, or let the router fail over; it is replaced")
+
     def invoke(self, segments, total, timeout):
         client = self.client
         if client is None:
             raise TargetFailure("the docker target is not deployed", target=KIND)
         try:
             body = invoke_worker(client, segments, total, timeout,
-                                 what=f"the container for {self.spec.name!r}", dead=self._stopped)
+                                 what=f"the container for {self.spec.name!r}", dead=self._stopped,
+                                 liveness=self._frozen)
         except CallTimeout as exc:
             self._restart_container(client)
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
@@ -569,6 +673,10 @@ class DockerTarget(Target):
                 self._remember()
 
     def health(self) -> tuple[bool, str]:
+        if self._paused_since is not None:
+            failure = self._frozen()
+            if failure is not None:
+                return False, str(failure)
         ok, detail = worker_health(self.client)
         if ok:
             return ok, detail
@@ -589,6 +697,8 @@ class DockerTarget(Target):
 
     def teardown(self) -> None:
         """Remove the container; the images stay, for the next deploy."""
+        if self._lease_stop is not None:
+            self._lease_stop.set()
         if self.client is not None:
             self.client.close()
         if self._recorded_key:
@@ -607,14 +717,22 @@ class DockerTarget(Target):
             container.remove(force=True)
         except _docker_sdk().errors.NotFound:
             pass
+        except Exception as exc:   # the engine is down: the container's lease ends it (keep=False)
+            log.warning("removing the container for %r failed: %s", self.spec.name, _short(exc))
         finally:
             _forget_record(container.id)
+
+    def door_address(self) -> tuple[str, int] | None:
+        """Where outside programs on this machine reach the container's JSON door
+        (the address this process uses: the bridge address or the published port)."""
+        return (self.client.host, self.client.port) if self.client else None
 
     def describe(self) -> dict:
         return {"image": self.image_tag, "content_hash": self.image_hash[:12],
                 "container": self._container_id[:12] if self._container_id else None,
                 "address": f"{self.client.host}:{self.client.port}" if self.client else None,
                 "engine": engine_address(self.options), "reused_container": self.adopted,
+                "transport": INSECURE_NOTE if network_exposure(self.options) else "this machine only",
                 "built": list(self.built), "concurrency": self.concurrency,
                 "processes": self.processes, "threads": self.threads,
                 **({"note": self.pool_note} if self.pool_note else {})}

@@ -1,0 +1,210 @@
+"""Issue 17's Docker findings against the real engine: a paused container is a
+target failure and not a hang; an engine outage (a DOCKER_HOST socket this test
+owns and closes; the shared dockerd is never touched) is a StraightLineError,
+the kind is marked down and re-probed, calls go to the warm local target, and
+the kind is used again as soon as the engine answers."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+import straightline_sdk as straightline
+from straightline_sdk import StraightLineError
+from tests.conftest import wait_until
+from tests.support.engine_proxy import EngineProxy
+
+from .test_docker import engine  # noqa: F401  (the fixture)
+
+pytestmark = pytest.mark.docker
+
+
+def _in_thread(fn, timeout: float = 120.0):
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:   # noqa: BLE001 - inspected by the test
+            box["value"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    return not t.is_alive(), box.get("value")
+
+
+def _total(x):
+    return float(np.sum(x))
+
+
+def test_a_paused_container_fails_over_instead_of_hanging(engine):  # noqa: F811
+    h = straightline.deploy(_total, sample=(np.ones(3),), targets=["docker", "local"],
+                            target="docker", name="docker-paused")
+    assert h(np.ones(4)) == 4.0
+    container = engine.containers.get(h.deployed_targets["docker"].container.id)
+    h.prewarm(["local"])
+    h.pin(None)
+    straightline.configure(size_threshold=1)          # every request is "large": docker first
+    container.pause()
+    try:
+        finished, value = _in_thread(lambda: h(np.ones(5)))
+        assert finished, "the call hung on a paused container"
+        assert value == 5.0                            # failed over to the warm local worker
+        failed = [r for r in h.calls if r.outcome == "failed"]
+        assert failed and "paused" in failed[-1].detail
+    finally:
+        try:
+            container.unpause()
+        except Exception:
+            pass
+
+
+def test_an_engine_outage_is_a_target_failure_and_recovers(engine, tmp_path):  # noqa: F811
+    proxy = EngineProxy(str(tmp_path / "docker.sock")).open()
+    straightline.configure(options={"docker": {"docker_host": proxy.url}}, size_threshold=1)
+    h = straightline.deploy(_total, sample=(np.ones(3),), targets=["docker", "local"],
+                            target="local", name="docker-outage")
+    h.pin(None)
+    proxy.close()                                      # the engine is gone
+    try:
+        # docker is the policy's first choice for large data; it cannot deploy:
+        # the call goes to the local target, with no foreign exception
+        assert h(np.ones(6)) == 6.0
+        overview = h.target_overview()
+        assert overview["docker"]["state"] == "down"
+        h.pin("docker")
+        with pytest.raises(StraightLineError):
+            h(np.ones(2))
+        proxy.open()                                   # the engine is back
+        assert wait_until(lambda: _try(h, np.ones(7)) == 7.0, timeout=30, interval=0.2)
+        assert "docker" in h.deployed_targets
+    finally:
+        proxy.close()
+        h.undeploy()
+
+
+def _try(h, x):
+    try:
+        return h(x)
+    except StraightLineError:
+        return None
+
+
+def test_a_container_lost_during_an_engine_outage_fails_over(engine, tmp_path):  # noqa: F811
+    proxy = EngineProxy(str(tmp_path / "docker.sock")).open()
+    straightline.configure(options={"docker": {"docker_host": proxy.url}}, size_threshold=1)
+    h = straightline.deploy(_total, sample=(np.ones(3),), targets=["docker", "local"],
+                            target="docker", name="docker-outage-kill")
+    try:
+        assert h(np.ones(4)) == 4.0
+        container_id = h.deployed_targets["docker"].container.id
+        h.prewarm(["local"])
+        h.pin(None)
+        proxy.close()                                  # the engine is gone ...
+        engine.containers.get(container_id).kill()     # ... and so is the container
+        finished, value = _in_thread(lambda: [h(np.ones(i)) for i in range(1, 6)])
+        assert finished and value == [1.0, 2.0, 3.0, 4.0, 5.0]
+        assert h.target_overview()["docker"]["state"] in ("down", "not deployed")
+        proxy.open()
+        h.pin("docker")
+        assert wait_until(lambda: _try(h, np.ones(7)) == 7.0, timeout=60, interval=0.2)
+    finally:
+        proxy.close()
+        h.undeploy()
+        try:
+            engine.containers.get(container_id).remove(force=True)
+        except Exception:
+            pass
+
+
+def test_a_worker_port_on_the_network_needs_insecure_and_says_so(engine):  # noqa: F811
+    straightline.configure(options={"docker": {"publish_host": "0.0.0.0", "direct": False}},
+                           size_threshold=1)
+    h = straightline.deploy(_total, sample=(np.ones(3),), targets=["docker", "local"],
+                            name="docker-exposed")
+    assert h(np.ones(4)) == 4.0
+    reasons = " ".join(h.placement.reasons)
+    assert h.placement.target == "local" and "publish_host=0.0.0.0" in reasons
+    assert "insecure" in reasons and "docker" not in h.deployed_targets
+    h.undeploy()
+
+    straightline.configure(options={"docker": {"insecure": True}})
+    h = straightline.deploy(_total, sample=(np.ones(3),), targets=["docker", "local"],
+                            name="docker-exposed-ok")
+    try:
+        assert h(np.ones(5)) == 5.0 and h.placement.target == "docker"
+        assert any("insecure=True" in r for r in h.placement.reasons)
+        assert "insecure=True" in h.target_overview()["docker"]["transport"]
+        from straightline_sdk.panel import Panel
+        panel = Panel(h)
+        try:
+            panel.refresh()
+            html = panel._targets_html(h.target_overview(), h.stats(), False)
+            assert "insecure=True" in html      # the panel shows it, row by row
+        finally:
+            panel.stop()
+    finally:
+        h.undeploy()
+
+
+_OWNER = """
+import os, sys, time
+import numpy as np
+import straightline_sdk as straightline
+straightline.configure(options={"docker": {"lease_s": 6}})
+h = straightline.deploy(lambda x: float(np.sum(x)), sample=(np.ones(2),), target="docker",
+                        name=sys.argv[1])
+print(h.deployed_targets["docker"].container.id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_container_that_is_not_kept_ends_with_its_killed_process(engine, tmp_path):  # noqa: F811
+    import os
+    import signal
+    import subprocess
+    import sys
+    script = tmp_path / "owner.py"
+    script.write_text(_OWNER)
+    proc = subprocess.Popen([sys.executable, str(script), "docker-lease"], stdout=subprocess.PIPE,
+                            text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        container_id = proc.stdout.readline().strip()
+        assert container_id, "the owner did not deploy"
+        container = engine.containers.get(container_id)
+        assert container.status == "running"
+        assert not wait_until(lambda: _status(engine, container_id) != "running", timeout=8)
+        os.kill(proc.pid, signal.SIGKILL)           # the notebook kernel dies
+        proc.wait(timeout=10)
+        assert wait_until(lambda: _status(engine, container_id) != "running", timeout=60, interval=0.5)
+    finally:
+        proc.kill()
+        try:
+            engine.containers.get(container_id).remove(force=True)
+        except Exception:
+            pass
+
+
+def _status(engine, container_id):  # noqa: F811
+    try:
+        return engine.containers.get(container_id).status
+    except Exception:
+        return "gone"
+
+
+def test_a_record_outlives_no_container_removed_outside_the_sdk(engine, tmp_path):  # noqa: F811
+    import os
+    from straightline_sdk.targets.docker.records import record_path as _record_path
+    from .test_docker import _run_script
+    first = _run_script(tmp_path, "keep", "docker-records")
+    assert os.path.exists(_record_path(first["container"]))
+    engine.containers.get(first["container"]).remove(force=True)   # outside the SDK
+    second = _run_script(tmp_path, "keep", "docker-records")
+    try:
+        assert second["container"] != first["container"]
+        assert not os.path.exists(_record_path(first["container"]))  # its token is dropped
+    finally:
+        engine.containers.get(second["container"]).remove(force=True)

@@ -1,0 +1,232 @@
+"""Issue 17's fault findings against real worker processes: the worker's life
+does not hang on a thread, the user's own exits are the user's outcome, a
+frozen worker is a target failure and not a hang, the local memory limit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import psutil
+import pytest
+
+import straightline_sdk as straightline
+from straightline_sdk import TargetFailure
+from tests.conftest import wait_until
+from tests.support.inprocess import install
+
+
+@pytest.fixture(autouse=True)
+def local_only():
+    straightline.configure(targets=["local"])
+
+
+def _worker(h):
+    return h.deployed_targets["local"]
+
+
+def _in_thread(fn, timeout: float = 60.0):
+    """Run fn in a thread, bounded: (finished, result or exception)."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:   # noqa: BLE001 - the test inspects it
+            box["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive(), box.get("value")
+
+
+# -- finding 4: the worker outlives the thread that started it -----------------------
+
+def test_a_worker_deployed_from_a_thread_outlives_the_thread():
+    box = {}
+
+    def deploy_in_thread():
+        box["h"] = straightline.deploy(lambda x: x + 1, sample=(1,), name="from-thread")
+
+    thread = threading.Thread(target=deploy_in_thread)
+    thread.start()
+    thread.join()
+    h = box["h"]
+    pid = _worker(h).pid
+    assert not wait_until(lambda: _worker(h).proc.poll() is not None, timeout=2)   # still there
+    assert h(1) == 2
+    assert _worker(h).pid == pid and h.stats()["local"]["failures"] == 0
+
+
+def test_a_redeploy_inside_a_map_thread_keeps_its_worker(tmp_path):
+    log = tmp_path / "runs.txt"
+
+    def note(x):
+        with open(log, "a") as f:
+            f.write(f"{x}\n")
+        return x
+
+    h = straightline.deploy(note, sample=(0,), name="map-redeploy", idempotent=True)
+    dead = _worker(h).pid
+    os.kill(dead, signal.SIGKILL)
+    assert wait_until(lambda: _worker(h).proc.poll() is not None)
+    # the map's own threads notice the dead worker and start a fresh one; the
+    # threads end with the map, and the fresh worker must not end with them
+    assert h.map(range(20), concurrency=4) == list(range(20))
+    assert _worker(h).pid != dead
+    pid = _worker(h).pid
+    assert not wait_until(lambda: _worker(h).proc.poll() is not None, timeout=2)
+    assert h(99) == 99 and _worker(h).pid == pid
+    runs = log.read_text().split()
+    assert sorted(runs[1:]) == sorted([str(i) for i in range(20)] + ["99"])   # each once
+
+
+# -- finding 8: the user's exit is the user's ----------------------------------------
+
+def _exits(how, x):
+    import os as _os
+    import sys as _sys
+    if x == 0:
+        return "fine"
+    if how == "sys.exit":
+        _sys.exit(3)
+    if how == "KeyboardInterrupt":
+        raise KeyboardInterrupt("from the function")
+    _os._exit(3)
+
+
+def test_a_frozen_worker_fails_a_call_that_may_not_run_twice():
+    h = straightline.deploy(lambda x: x, sample=(1,), name="frozen-once", idempotent=False)
+    pid = _worker(h).pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        finished, value = _in_thread(lambda: h(1), timeout=60)
+        assert finished and isinstance(value, TargetFailure) and "is stopped" in str(value)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_call_without_a_time_limit_has_a_default_deadline(monkeypatch):
+    from straightline_sdk import router
+    monkeypatch.setattr(router, "DEADLINE_FLOOR_S", 1.0)
+
+    def nap(seconds):
+        import time as _time
+        _time.sleep(seconds)
+        return seconds
+
+    h = straightline.deploy(nap, sample=(0.01,), name="deadline", idempotent=False)
+    assert h(0.2) == 0.2
+    finished, value = _in_thread(lambda: h(30), timeout=60)   # alive but never answering in time
+    assert finished and isinstance(value, TargetFailure) and "default deadline" in str(value)
+    assert h(0.1) == 0.1                       # the stuck worker was replaced
+
+
+@pytest.mark.parametrize("how, raised", [
+    ("sys.exit", SystemExit), ("KeyboardInterrupt", KeyboardInterrupt), ("os._exit", SystemExit),
+])
+def test_the_users_exit_is_reported_as_what_it_is_and_not_rerun(monkeypatch, how, raised):
+    install(monkeypatch, "docker")
+    h = straightline.deploy(_exits, sample=(how, 0), name=f"exit-{how}",
+                            targets=["local", "docker"], target="local")
+    h.pin(None)
+    pid = _worker(h).pid
+    with pytest.raises(raised) as info:
+        h(how, 1)
+    if how != "KeyboardInterrupt":
+        assert info.value.code == 3
+    assert "os._exit(3)" in info.value.remote_traceback if how == "os._exit" else True
+    assert _worker(h).pid == pid and _worker(h).proc.poll() is None   # the worker lives on
+    assert h(how, 0) == "fine"
+    assert h.stats()["local"]["failures"] == 0
+    assert h.stats().get("docker", {}).get("calls", 0) == 0          # never re-run elsewhere
+
+
+def test_the_users_exit_in_a_map_item_is_that_items_outcome():
+    h = straightline.deploy(_exits, sample=("sys.exit", 0), name="exit-map")
+    out = h.map(["sys.exit"] * 6, [0, 1, 0, 0, 1, 0], return_exceptions=True)
+    assert [type(x).__name__ if isinstance(x, BaseException) else x for x in out] == \
+        ["fine", "SystemExit", "fine", "fine", "SystemExit", "fine"]
+
+
+# -- finding 6 (local): a frozen worker is a target failure, not a hang ---------------
+
+def test_a_frozen_worker_fails_the_call_instead_of_hanging_it():
+    h = straightline.deploy(lambda x: x, sample=(1,), name="frozen")
+    pid = _worker(h).pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        finished, value = _in_thread(lambda: h(1), timeout=60)
+        assert finished, "the call hung on a stopped worker"
+        assert value == 1                         # run again on a fresh worker (idempotent)
+        assert "is stopped" in [r for r in h.calls if r.outcome == "failed"][-1].detail
+        assert h(2) == 2
+        assert _worker(h).pid != pid
+        assert wait_until(lambda: not psutil.pid_exists(pid) or
+                          psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_frozen_worker_fails_over_with_a_warm_fallback(monkeypatch):
+    install(monkeypatch, "docker")
+    h = straightline.deploy(lambda x: x * 10, sample=(1,), name="frozen-failover",
+                            targets=["local", "docker"], target="local")
+    h.pin(None)
+    pid = _worker(h).pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        finished, value = _in_thread(lambda: h(4), timeout=60)
+        assert finished and value == 40
+        stats = h.stats()
+        assert stats["local"]["failures"] == 1 and stats["docker"]["calls"] == 1
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+
+
+# -- finding 10 (local part): Resources(memory_mb=) holds on the local target --------
+
+def test_the_local_target_enforces_memory_mb():
+    def allocate(mb):
+        block = bytearray(mb * 1024 * 1024)
+        return len(block) // (1024 * 1024)
+
+    h = straightline.deploy(allocate, sample=(1,), name="memory-cap",
+                            resources=straightline.Resources(memory_mb=256))
+    pid = _worker(h).pid
+    with pytest.raises(MemoryError):
+        h(3000)
+    assert h(64) == 64                              # within the limit, and the worker lives on
+    assert _worker(h).pid == pid
+    assert any("memory_mb = 256 MB is enforced" in r for r in h.placement.reasons)
+
+
+
+def test_a_killed_process_leaves_no_worker_files():
+    import subprocess
+    import sys
+    code = ("import time, straightline_sdk as straightline\n"
+            "straightline.configure(targets=['local'])\n"
+            "h = straightline.deploy(lambda x: x, sample=(1,), name='leftovers')\n"
+            "t = h.deployed_targets['local']\n"
+            "print(t.pid, t.log_path, flush=True)\n"
+            "time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    pid, log_path = proc.stdout.readline().split()
+    folder = os.path.dirname(log_path)
+    assert os.path.exists(os.path.join(folder, "function.pkl"))
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert wait_until(lambda: not psutil.pid_exists(int(pid)), timeout=15)
+    assert wait_until(lambda: not os.path.exists(folder), timeout=5)   # payload and log gone
