@@ -287,6 +287,9 @@ def rebuild_one(info: dict, text: str = "") -> BaseException:
         except Exception:
             exc = cls.__new__(cls)
         exc.args = args
+        if isinstance(exc, SystemExit):
+            # its code is set by __init__, which a rebuild does not call
+            exc.code = None if not args else args[0] if len(args) == 1 else args
     except Exception:
         return _remote_error(info, text)
     attributes = _unpickled_attributes(info)
