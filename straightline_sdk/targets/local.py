@@ -38,6 +38,16 @@ from .options import TargetOptions
 from .http import WorkerClient, invoke_worker, pool_client, worker_health
 
 
+def _pool_pids(pid: int) -> list[int]:
+    """The worker's process and, for a pool, the processes it forked (any of them
+    stopped leaves calls unanswered or the pool unsupervised)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [pid, *map(int, f.read().split())]
+    except (OSError, ValueError):
+        return [pid]
+
+
 def _process_state(pid: int) -> str:
     """The kernel's one-letter state of a process ("R", "S", "T" stopped, "Z"...), "" if gone."""
     try:
@@ -214,7 +224,9 @@ class LocalTarget(Target):
         """The worker stopped (SIGSTOP, a debugger) for over half a second: a call
         waiting on it would wait forever."""
         proc = self.proc
-        if proc is None or _process_state(proc.pid) not in ("T", "t"):
+        stopped = None if proc is None else next(
+            (pid for pid in _pool_pids(proc.pid) if _process_state(pid) in ("T", "t")), None)
+        if stopped is None:
             self._stopped_since = None
             return None
         now = time.monotonic()
@@ -223,7 +235,7 @@ class LocalTarget(Target):
         if now - self._stopped_since < FROZEN_AFTER_S:
             return None
         return TargetFailure(
-            f"the local worker for {self.spec.name!r} (pid {proc.pid}) is stopped (SIGSTOP or a "
+            f"the local worker for {self.spec.name!r} (pid {stopped}) is stopped (SIGSTOP or a "
             f"debugger) and cannot answer", target=self.kind,
             hint="resume it (kill -CONT), or let the router fail over; it is replaced")
 
