@@ -233,7 +233,11 @@ def test_idle_connections_are_bounded_and_timed_out(monkeypatch):
     straightline.configure(options={"local": {"concurrency": 2}})
     h = straightline.deploy(lambda x: x, sample=(1,), name="idle", targets=["local"])
     client = _local(h).client
-    worker = psutil.Process(_local(h).pid)
+    # the process behind client.port: the worker, or the first process of its pool
+    # (each pool process runs the hardened server with its own connection cap)
+    members = getattr(client, "members", None)
+    worker = psutil.Process(members[0].get(wire.HEALTH_PATH).json()["pid"] if members
+                            else _local(h).pid)
     threads = worker.num_threads()
     idle = [socket.create_connection((client.host, client.port), timeout=10) for _ in range(60)]
     try:
@@ -341,6 +345,21 @@ def test_the_json_token_cannot_run_pickles():
     base = h.endpoint.base_url
     r = s.post(f"{base}/invoke", data=b"".join(wire.encode([((1,), {})])[0]), headers=h.endpoint.headers)
     assert r.status_code == 403 and "JSON token" in r.json()["error"]
+
+
+def test_a_running_calls_output_is_read_only_over_a_verified_connection():
+    """GET /output shows what a call prints: the JSON door's token does not open it,
+    nor does no credential; the SDK's own (verified) connection does."""
+    h = straightline.deploy(lambda x: x, sample=(1,), name="door-output", targets=["local"])
+    s = _session()
+    url = f"{h.endpoint.base_url}{wire.OUTPUT_PATH}?id=someone&offset=0"
+    r = s.get(url, headers=h.endpoint.headers)
+    assert r.status_code == 403 and "JSON token" in r.json()["error"]
+    assert s.get(url).status_code == 401
+    client = _local(h).client
+    member = getattr(client, "members", [client])[0]   # one process's answer, even if empty
+    answer = member.read_output("someone", 0)
+    assert answer is not None and not answer.get("chunks") and not answer.get("running")
 
 
 def test_h_endpoint_works_with_httpx_if_installed():
