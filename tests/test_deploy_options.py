@@ -44,3 +44,14 @@ def test_changed_options_redeploy_a_rerun_cell():
     same = straightline.deploy(echo, target="local", options={"concurrency": 2})
     changed = straightline.deploy(echo, target="local", options={"concurrency": 3})
     assert same is first and changed is not first
+
+
+def test_values_are_read_by_the_kinds_typed_options_as_configures_are():
+    """One validator: deploy(options=) goes through the same typed Options as configure()."""
+    with pytest.raises(OptionError, match=r"local option 'concurrency' \(from deploy\(options=\)\): 'many' is not a whole number"):
+        straightline.deploy(echo, target="local", options={"concurrency": "many"})
+    with pytest.raises(OptionError, match="'maybe' is not a yes/no value"):
+        straightline.deploy(echo, options={"docker": {"direct": "maybe"}})
+    h = straightline.deploy(echo, target="local", options={"local": {"concurrency": "3"}})
+    assert h.options == {"local": {"concurrency": 3}}       # read as a number, as from a file
+    assert h(4) == 4 and h.deployed_targets["local"].concurrency == 3
