@@ -358,7 +358,28 @@ def test_a_cluster_of_other_machines_gets_pinned_dependencies_and_the_runtime(ra
     env = RayTarget(spec)._runtime_env(ray)
     assert f"numpy=={np.__version__}" in env["pip"]
     assert any(pin.startswith("cloudpickle==") for pin in env["pip"])
-    assert env["py_modules"] == [os.path.dirname(straightline.__file__)]
+    # uploaded to the cluster's GCS and named by URI: an actor's or task's runtime_env
+    # takes no local path (Ray uploads those only for ray.init's job-level one)
+    [runtime_uri] = env["py_modules"]
+    assert runtime_uri.startswith("gcs://") and runtime_uri.endswith(".zip")
+
+
+@pytest.mark.ray
+def test_shipping_the_runtime_works_on_a_connected_cluster(ray_cluster):
+    """The SDK's runtime as a py_module at the actor's and the tasks' level (what a cluster
+    of other machines gets) deploys, calls and maps; before, Ray refused the local path."""
+    use_cluster(ray_cluster, ship_dependencies=True, ship_packages=False)
+
+    @straightline.deploy(target="ray")
+    def triple(x):
+        return 3 * x, os.environ.get("PYTHONPATH", "")
+
+    value, path = triple(2)
+    assert value == 6
+    assert "py_modules_files" in path   # the worker has the runtime Ray fetched from the GCS
+    assert [v for v, _ in triple.map(range(4), chunksize=1)] == [0, 3, 6, 9]
+    assert triple.deployed_targets["ray"].describe()["shipped"] == ["py_modules"]
+    triple.undeploy()
 
 
 # -- the placement rule (pure: no Ray) -------------------------------------------------

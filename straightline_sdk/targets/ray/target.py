@@ -55,6 +55,37 @@ _lock = threading.Lock()
 _started_here = False
 
 
+def _upload_local_modules(env: dict) -> dict:
+    """Replace the local directories in ``py_modules`` by ``gcs://`` URIs of their
+    zipped contents, uploaded to the cluster's GCS once (by content hash).
+
+    Ray uploads local paths itself only for a job-level runtime environment
+    (``ray.init(runtime_env=...)``); on an actor's or task's ``.options()`` a local
+    path is refused ("... is not a valid URI"). The SDK deploys into a process that
+    is often connected already (the user's own ``ray.init()``), so it uploads the way
+    ``ray.init`` does, with the same (semi-private, but stable since Ray 2.0)
+    function, and passes URIs, which every node of the cluster fetches from the GCS."""
+    import inspect
+    import tempfile
+
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="straightline-ray-") as scratch:
+            extra = {}   # Ray 2.4x+ asks whether .gitignore files apply; older ones don't
+            if "include_gitignore" in inspect.signature(upload_py_modules_if_needed).parameters:
+                extra["include_gitignore"] = True
+            return upload_py_modules_if_needed(dict(env), scratch_dir=scratch, logger=log,
+                                               **extra)
+    except Exception as exc:
+        raise TargetUnavailable(
+            f"could not upload the SDK's runtime to the Ray cluster's GCS: {_first_line(exc)}",
+            target="ray", hint="check that the cluster is reachable (`ray status`); to run "
+                               "without shipping it, configure options={'ray': "
+                               "{'ship_dependencies': False}} on nodes that share this "
+                               "Python environment") from exc
+
+
 def _address(options: RayOptions) -> str | None:
     return options.address or os.environ.get("RAY_ADDRESS") or None
 
@@ -302,7 +333,7 @@ class RayTarget(Target):
             self._step("capturing the function's dependencies")
             deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
             env["pip"] = list(deps.pins)   # cloudpickle (the runtime's dependency) included
-        return env
+        return _upload_local_modules(env)
 
     # -- calls ---------------------------------------------------------------
 
