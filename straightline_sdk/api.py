@@ -7,14 +7,17 @@ import functools
 
 from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
+from .environment import check_env, resolve_secrets
 from .packaging import content_hash, package_function
+from .packaging.identity import default_name
 from .resources import Resources
 
 
 def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | None = None,
            targets=None, requirements=None, resources: Resources | None = None,
            name: str | None = None, keep: bool = False, idempotent: bool = True,
-           prewarm: bool = False, calibrate: bool = False):
+           prewarm: bool = False, calibrate: bool = False, env: dict | None = None,
+           secrets=None):
     """Deploy ``fn`` where the StraightLine policy places it; returns its handle.
 
     sample       arguments of one representative call, ``(x,)`` or ``Sample(x, k=1)``:
@@ -25,24 +28,38 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     targets      the targets allowed (default: configure(targets=...), i.e. local, docker).
     requirements extra pip requirements for images and bundles ("pkg==1.2").
     resources    Resources(memory_mb=, cpus=, gpus=, timeout_s=).
-    name         defaults to the function's qualified name.
+    name         defaults to the function's qualified name (a partial: the wrapped
+                 function's, with "-partial"); the same in every process.
     keep         leave Docker/Lambda/Ray deployments running after this process exits.
     idempotent   may a call be re-run on another target when its target failed
                  mid-call? (default True; False gives at-most-once delivery)
     prewarm      deploy every allowed target now instead of when first chosen.
     calibrate    measure the targets now and set F and D from the measurements.
+    env          {"NAME": "value"}: plain settings put in the target's environment.
+    secrets      ["API_KEY", ...]: read from this process's environment, else a .env
+                 file, now; handed to the target at start, never serialized, stored
+                 or shown. A changed value restarts the target, rebuilding nothing.
+
+    A generator function's calls return an iterator of its items. ``async def``
+    functions are awaited on the far side (use ``await h.aio(x)`` here).
 
     Deploying again under the same name with the same content and options
-    (re-running a notebook cell) returns the live deployment unchanged.
+    (re-running a notebook cell) returns the live deployment unchanged; content
+    is the code's meaning, so a comment or blank line added redeploys nothing.
     """
     if fn is None:
         return functools.partial(deploy, sample=sample, rate=rate, target=target, targets=targets,
                                  requirements=requirements, resources=resources, name=name,
                                  keep=keep, idempotent=idempotent, prewarm=prewarm,
-                                 calibrate=calibrate)
+                                 calibrate=calibrate, env=env, secrets=secrets)
     if not callable(fn):
         raise TypeError(f"deploy() takes a function, not a {type(fn).__qualname__}")
-    name = name or getattr(fn, "__qualname__", None) or repr(fn)
+    name = name or default_name(fn)
+    env_pairs = check_env(env)
+    secret_values = resolve_secrets(secrets)
+    both = sorted(set(dict(env_pairs)) & set(secret_values))
+    if both:
+        raise ValueError(f"{', '.join(both)} given both in env and in secrets: name each once")
     resources = resources or Resources()
     sample = Sample.of(sample) if sample is not None else None
     package = package_function(fn, name)
@@ -52,17 +69,19 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         arg_modules = {type(v).__module__.partition(".")[0]
                        for v in (*sample.args, *sample.kwargs.values())} - {"builtins"}
         package = dataclasses.replace(package, module_names=package.module_names | arg_modules)
-    key = content_hash(package.content_hash, repr(resources), repr(sorted(requirements or ())),
+    key = content_hash(package.meaning_hash, repr(resources), repr(sorted(requirements or ())),
                        repr(target), repr(tuple(targets) if targets else None), repr(keep),
-                       repr(idempotent))
+                       repr(idempotent), repr(env_pairs), secret_values.fingerprint())
     existing = live(name)
     if existing is not None:
         if existing.deploy_key == key and all(t.health()[0] for t in existing.deployed_targets.values()):
-            return existing  # the same cell run again: nothing to build, nothing to start
+            # the same cell run again, or its lines moved: nothing to build, nothing to start
+            existing.adopt_edit(fn)
+            return existing
         existing.undeploy()
     dep = Deployment(fn, package, rate=rate, target=target, targets=targets,
                      requirements=requirements, resources=resources, keep=keep,
-                     idempotent=idempotent, deploy_key=key)
+                     idempotent=idempotent, deploy_key=key, env=env_pairs, secrets=secret_values)
     functools.update_wrapper(dep, fn, updated=())
     register(dep)
     try:

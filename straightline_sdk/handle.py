@@ -14,8 +14,10 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from .config import settings
+from .environment import SecretValues, environment_bytes
 from .errors import PlacementError
 from .packaging import FunctionPackage
+from .packaging.identity import translate_frames
 from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
 from .profile import Profile, profile_call
 from .progress import Progress
@@ -54,8 +56,10 @@ class Deployment:
 
     def __init__(self, fn, package: FunctionPackage, *, rate: float | None, target: str | None,
                  targets, requirements, resources: Resources, keep: bool, idempotent: bool,
-                 deploy_key: str):
+                 deploy_key: str, env: tuple = (), secrets: SecretValues | None = None):
         self.fn = fn
+        self._deployed_fn = fn      # the function whose payload the targets run (see adopt_edit)
+        self._line_map: dict = {}
         self.name = package.name
         self.deploy_key = deploy_key
         self.declared_rate = float(rate or 0.0)
@@ -63,7 +67,8 @@ class Deployment:
         allowed = tuple(targets) if targets else ((target,) if target else settings().targets)
         if target is not None and target not in allowed:
             raise PlacementError(f"target={target!r} is not among targets={list(allowed)}")
-        self.spec = DeploySpec(package, resources, tuple(requirements or ()), keep=keep)
+        self.spec = DeploySpec(package, resources, tuple(requirements or ()), keep=keep,
+                               env=tuple(env), secrets=secrets or SecretValues())
         self.telemetry = Telemetry()
         self.profile: Profile | None = None
         self.calibration = None
@@ -73,6 +78,7 @@ class Deployment:
                              telemetry=self.telemetry, features=self._static_features())
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._async_executor: ThreadPoolExecutor | None = None
         self._code_locations: dict | None = None   # built at the first remote error
         self._panel = None
 
@@ -86,8 +92,46 @@ class Deployment:
         outcomes, decision = self.router.send([(args, kwargs)], 1)
         ok, value = outcomes[0]
         if ok:
-            return value
+            return iter(value) if self.spec.package.is_generator else value
         raise self._rebuild(value, decision.target)
+
+    async def aio(self, *args, **kwargs):
+        """``await h.aio(x)``: the call, awaited (same arguments as ``h(x)``). Works
+        in a notebook's running event loop and under ``asyncio.run``; cancelling
+        the awaiting task cancels the call as Ctrl-C does."""
+        from . import aio
+        return await aio.call(self, args, kwargs)
+
+    async def amap(self, *iterables, kwargs: dict | None = None,
+                   return_exceptions: bool = False) -> list:
+        """``await h.amap(xs)``: every item's result in input order, like ``map``;
+        at most as many calls in flight as ``map`` would run."""
+        from . import aio
+        return await aio.amap(self, iterables, kwargs, return_exceptions)
+
+    def amap_iter(self, *iterables, kwargs: dict | None = None, return_exceptions: bool = False,
+                  ordered: bool = True):
+        """``async for r in h.amap_iter(xs)``: results as they come (input order
+        unless ``ordered=False``); the iterable is consumed as results are taken."""
+        from . import aio
+        return aio.amap_iter(self, iterables, kwargs, return_exceptions, ordered)
+
+    def _async_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._async_executor is None:
+                self._async_executor = ThreadPoolExecutor(
+                    max_workers=self.router.map_concurrency(),
+                    thread_name_prefix=f"straightline-aio-{self.name}")
+            return self._async_executor
+
+    def adopt_edit(self, fn) -> None:
+        """``fn`` means the same as the deployed function but its lines moved (a
+        comment or blank line added): keep the deployment, run ``local`` with
+        the new one, and point remote tracebacks at the lines as they are now."""
+        from .packaging.identity import line_map
+        self.fn = fn
+        self._line_map = line_map(self._deployed_fn, fn)
+        self._code_locations = None
 
     def map(self, *iterables, kwargs: dict | None = None, return_exceptions: bool = False,
             chunksize: int | None = None, concurrency: int | None = None,
@@ -260,15 +304,16 @@ class Deployment:
         last = self.router.last_decision
         kind = target or (last.target if last else None) or next(iter(deployed), None)
         t = deployed.get(kind) if kind else None
-        return t.logs(tail) if t is not None else ""
+        return self.spec.secrets.redact(t.logs(tail)) if t is not None else ""
 
     def undeploy(self) -> None:
         """Tear down every target this deployment started. Idempotent."""
         deployed = self.router.close()
         if deployed is None:
             return
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._async_executor):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
         for kind, target in deployed.items():
             try:
                 target.teardown()
@@ -324,6 +369,8 @@ class Deployment:
             peak_memory_mb=p.peak_memory_mb if p else 0.0, memory_mb=r.memory_mb, cpus=r.cpus,
             gpus=r.gpus, timeout_s=r.timeout_s, python=sys.version_info[:2],
             package_mb=len(self.spec.package.payload) / MB,
+            env_bytes=environment_bytes(self.spec.env, self.spec.secrets),
+            generator=self.spec.package.is_generator,
         )
 
     def plan(self) -> Plan:
@@ -333,6 +380,9 @@ class Deployment:
     def _rebuild(self, info: dict, target: str) -> BaseException:
         if self._code_locations is None:
             self._code_locations = code_locations(self.fn)
+        info = translate_frames(info, self._line_map)
+        if self.spec.secrets:
+            info = _redacted(info, self.spec.secrets)
         return rebuild_exception(info, target, self._code_locations)
 
     def deploy_target(self, kind: str) -> Target:
@@ -368,6 +418,26 @@ class Deployment:
 
 
 _NOT_PROFILED = object()
+
+
+def _redacted(info: dict, secrets: SecretValues) -> dict:
+    """An error_info with no secret's value in it. An exception whose text holds
+    one is not rebuilt as its own object (its arguments would carry the value):
+    a RemoteError with the redacted text stands in."""
+    message = info.get("message", "")
+    clean = secrets.redact(message)
+    frames = [(f, n, name, secrets.redact(line or "")) for f, n, name, line in info.get("frames", ())]
+    info = {**info, "message": clean, "frames": frames}
+    if clean != message:
+        info["exception"] = None
+    elif info.get("exception"):
+        try:
+            leaked = secrets.redact_bytes(info["exception"]) != info["exception"]
+        except Exception:
+            leaked = True
+        if leaked:
+            info["exception"] = None
+    return info
 
 # -- live deployments ------------------------------------------------------------
 

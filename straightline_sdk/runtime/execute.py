@@ -6,6 +6,8 @@ and fails the same way wherever it runs.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import pickle
 import sys
@@ -52,10 +54,24 @@ def run_calls(fn, calls) -> list:
     outcomes = []
     for args, kwargs in calls:
         try:
-            outcomes.append((True, fn(*args, **kwargs)))
+            outcomes.append((True, settle(fn(*args, **kwargs))))
         except Exception as exc:  # the user's error travels back; the worker lives on
             outcomes.append((False, error_info(exc, skip_frames=1)))
     return outcomes
+
+
+def settle(value):
+    """What a call's result is worth sending: a generator's items (the client
+    hands them back as an iterator), an ``async def``'s awaited value."""
+    if inspect.isgenerator(value):
+        return list(value)
+    if inspect.iscoroutine(value):
+        return asyncio.run(value)
+    if inspect.isasyncgen(value):
+        async def drain():
+            return [item async for item in value]
+        return asyncio.run(drain())
+    return value
 
 
 def encode_outcomes(outcomes: list) -> tuple[list, int]:

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..environment import SecretValues
 from ..packaging import FunctionPackage
 from ..placement import Limits
 from ..resources import Resources  # noqa: F401  (re-exported: it was defined here)
@@ -43,10 +44,23 @@ class DeploySpec:
     options: object = field(default_factory=dict)   # the kind's Options (targets/options.py)
     keep: bool = False
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    env: tuple = ()                 # (name, value) pairs: plain settings for the target's environment
+    secrets: SecretValues = field(default_factory=SecretValues, repr=False)
 
     @property
     def name(self) -> str:
         return self.package.name
+
+    def environment(self) -> dict[str, str]:
+        """What the target's process environment gets at start: env, then secrets."""
+        return {**dict(self.env), **self.secrets}
+
+    def environment_fingerprint(self) -> str:
+        """Changes when env or a secret's value does (meaningful in this process
+        only: secrets are fingerprinted under a per-process key, never hashed plainly)."""
+        if not self.env and not self.secrets:
+            return ""
+        return repr(self.env) + self.secrets.fingerprint()
 
 
 @dataclass(slots=True)

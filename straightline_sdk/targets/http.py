@@ -15,6 +15,7 @@ import select
 import socket
 import threading
 
+from .. import cancel
 from ..errors import CallTimeout, TargetFailure
 from ..runtime import wire
 
@@ -94,14 +95,17 @@ class WorkerClient:
             f"Content-Type: {content_type}\r\nContent-Length: {total}\r\n\r\n".encode(),
         ))
         try:
+            cancel.watch(conn.sock)
             _send_all(conn.sock, [head, *segments])
             response = _read_response(conn.rfile)
         except socket.timeout as exc:
             conn.close()
+            cancel.check()
             raise CallTimeout(f"the call did not finish within its {timeout:g} s time limit on the "
                               f"{self.target} target (Resources(timeout_s=...) sets it)") from exc
         except (OSError, ValueError) as exc:
             conn.close()
+            cancel.check()   # dropped on purpose: an awaiting task was cancelled
             raise TargetFailure(
                 f"the connection to the {self.target} worker broke during the call ({exc}); "
                 f"the worker may have crashed or been stopped",
@@ -109,6 +113,8 @@ class WorkerClient:
         except BaseException:
             conn.close()  # e.g. KeyboardInterrupt: the reply would be left unread on this socket
             raise
+        finally:
+            cancel.unwatch(conn.sock)
         with self._lock:
             self._idle.append(conn)
         return response

@@ -95,6 +95,7 @@ class LocalTarget(Target):
         listener.listen(128)
         port = listener.getsockname()[1]
         env = dict(os.environ)
+        env.update(self.spec.environment())
         env.update({
             wire.TOKEN_ENV: self.spec.token,
             wire.FUNCTION_ENV: function_path,

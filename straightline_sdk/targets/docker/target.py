@@ -333,7 +333,7 @@ class DockerTarget(Target):
         self.image_tag = f"{docker_context.image_name(self.spec.name)}:{self.image_hash[:12]}"
         bind, connect = self._addresses()
         config = content_hash(self.image_hash, self.spec.name, repr(resources), str(self.concurrency),
-                              bind, repr(self.spec.keep))
+                              bind, repr(self.spec.keep), self.spec.environment_fingerprint())
         if self._adopt(config, connect):
             self._remember()
             return
@@ -442,7 +442,9 @@ class DockerTarget(Target):
         try:
             self.container = self.docker.containers.run(
                 self.image_tag, detach=True, init=True, name=self._container_name(),
-                environment={wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
+                # env and secrets: the container's configuration, never an image layer or label
+                environment={**self.spec.environment(),
+                             wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
                              wire.CONCURRENCY_ENV: str(self.concurrency)},
                 ports={f"{docker_context.WORKER_PORT}/tcp": (bind,)}, labels=labels, **limits)
         except Exception as exc:
@@ -531,7 +533,8 @@ class DockerTarget(Target):
             spec.package.content_hash, repr(sorted(spec.package.module_names)), spec.name,
             repr(sorted(spec.requirements)), repr(spec.resources), repr(spec.keep),
             json.dumps(self.options.given(), sort_keys=True, default=str), engine_address(self.options),
-            sys.version, repr([(p, os.stat(p).st_mtime_ns) for p in folders]))
+            sys.version, repr([(p, os.stat(p).st_mtime_ns) for p in folders]),
+            spec.environment_fingerprint())
 
     def _remember(self) -> None:
         entry = {"container": self._container_id, "host": self.client.host, "port": self.client.port,

@@ -30,6 +30,7 @@ import threading
 import time
 
 from ...errors import CallTimeout, TargetFailure, TargetUnavailable
+from ...packaging import content_hash
 from ...placement import MB, Limits
 from ...runtime import ray_entry
 from ..base import Probe, Reply, Target, live_specs
@@ -192,6 +193,8 @@ class RayTarget(Target):
         if res.memory_mb:
             placement["memory"] = res.memory_mb * MB
         runtime_env = self._runtime_env(ray)
+        if self.spec.env or self.spec.secrets:   # handed to the actor and tasks at start
+            runtime_env = {**(runtime_env or {}), "env_vars": self.spec.environment()}
         if runtime_env:
             placement["runtime_env"] = runtime_env
         self._step("putting the function in the object store")
@@ -200,7 +203,10 @@ class RayTarget(Target):
         if res.cpus is not None:
             actor_options["num_cpus"] = res.cpus
         if self.spec.keep:  # outlives this process; the same content finds the same actor
-            actor_options.update(name=f"{_NAME_PREFIX}{package.name}-{package.content_hash[:12]}",
+            environment = content_hash(self.spec.environment_fingerprint())[:8] \
+                if self.spec.env or self.spec.secrets else ""
+            actor_options.update(name=f"{_NAME_PREFIX}{package.name}-{package.content_hash[:12]}"
+                                      f"{'-' + environment if environment else ''}",
                                  namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
         self._actor_options = actor_options
         self._start_actor(ray)
