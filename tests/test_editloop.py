@@ -1,0 +1,370 @@
+"""The notebook's edit-run loop on the local target (real worker processes):
+edits that move lines only, default names, env and secrets, async calls and
+their cancellation, generators, large closures."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+
+import straightline_sdk as straightline
+from straightline_sdk.environment import SecretMissing
+from straightline_sdk.packaging import package_function
+from straightline_sdk.packaging.payload import LargeCaptureWarning
+from straightline_sdk.placement import Features
+from straightline_sdk.placement.constraints import violation
+from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
+from tests.conftest import wait_until
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECRET = "sk-test-" + os.urandom(12).hex()
+
+
+@pytest.fixture(autouse=True)
+def local_only():
+    straightline.configure(targets=["local"])
+
+
+def _cell(tmp_path, source: str, filename: str = "cell.py"):
+    """Run ``source`` as a notebook cell would (its own file, so tracebacks read it)."""
+    path = tmp_path / filename
+    path.write_text(textwrap.dedent(source))
+    namespace: dict = {"__name__": "__main__"}
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+    return namespace, path
+
+
+# -- edits that move lines only ---------------------------------------------------------
+
+VERSION_ONE = """
+def fragile(x):
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x * 10
+"""
+
+VERSION_MOVED = """
+# a comment above the def, and blank lines
+
+
+def fragile(x):
+    # a comment inside
+    if x < 0:
+
+        raise ValueError(f"negative: {x}")
+    return x * 10
+"""
+
+
+def test_a_comment_above_the_def_redeploys_nothing_and_tracebacks_follow_the_lines(tmp_path):
+    one, _ = _cell(tmp_path, VERSION_ONE, "one.py")
+    h = straightline.deploy(one["fragile"], target="local", name="edit-moved")
+    assert h(2) == 20
+    pid = h.deployed_targets["local"].pid
+    moved, path = _cell(tmp_path, VERSION_MOVED, "two.py")
+    again = straightline.deploy(moved["fragile"], target="local", name="edit-moved")
+    assert again is h and h.deployed_targets["local"].pid == pid   # nothing restarted
+    with pytest.raises(ValueError, match="negative: -1") as info:
+        h(-1)
+    text = info.value.remote_traceback
+    raise_line = VERSION_MOVED.splitlines().index('        raise ValueError(f"negative: {x}")') + 1
+    assert f'File "{path}", line {raise_line}, in fragile' in text
+    assert 'raise ValueError(f"negative: {x}")' in text
+
+
+def test_an_edit_of_the_body_redeploys_and_serves_the_new_code(tmp_path):
+    one, _ = _cell(tmp_path, VERSION_ONE, "one.py")
+    h = straightline.deploy(one["fragile"], target="local", name="edit-body")
+    assert h(2) == 20
+    changed, _ = _cell(tmp_path, VERSION_ONE.replace("x * 10", "x * 100"), "two.py")
+    h2 = straightline.deploy(changed["fragile"], target="local", name="edit-body")
+    assert h2 is not h and h2(2) == 200 and h.closed
+
+
+# -- default names -----------------------------------------------------------------------
+
+_NAMES_SCRIPT = """
+import functools, json, sys
+sys.path.insert(0, {root!r})
+from straightline_sdk.packaging import package_function
+from straightline_sdk.packaging.identity import default_name
+
+def scale(x, factor):
+    return x * factor
+
+class Scaler:
+    def __call__(self, x):
+        return x * 2
+
+table = [1, 2, 3]
+def lookup(i):
+    return table[i]
+
+print(json.dumps({{
+    "partial": default_name(functools.partial(scale, factor=3)),
+    "nested": default_name(functools.partial(functools.partial(scale, 1), factor=3)),
+    "object": default_name(Scaler()),
+    "lambda": default_name(lambda x: x),
+    "meaning": package_function(lookup, "lookup").meaning_hash,
+}}))
+"""
+
+
+def test_default_names_and_meaning_are_the_same_in_two_processes():
+    script = _NAMES_SCRIPT.format(root=ROOT)
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                      text=True, check=True, cwd=ROOT).stdout)
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert runs[0]["partial"] == "scale-partial" and runs[0]["nested"] == "scale-partial"
+    assert runs[0]["object"] == "Scaler" and "0x" not in json.dumps(runs[0])
+
+
+def test_a_partial_deploys_under_its_functions_name():
+    h = straightline.deploy(functools.partial(pow, exp=2), target="local")
+    assert h.name == "pow-partial" and h(5) == 25
+
+
+# -- env and secrets -----------------------------------------------------------------------
+
+def _read_env(names):
+    import os as _os
+    print("the key is", _os.environ.get("EDITLOOP_KEY"))
+    return {n: _os.environ.get(n) for n in names}
+
+
+def _fail_with_secret():
+    import os as _os
+    raise RuntimeError(f"rejected key {_os.environ['EDITLOOP_KEY']}")
+
+
+def test_env_and_secrets_reach_the_worker_and_are_never_shown(monkeypatch, tmp_path):
+    monkeypatch.setenv("EDITLOOP_KEY", SECRET)
+    h = straightline.deploy(_read_env, target="local", name="env-secrets", env={"MODE": "fast"},
+                            secrets=["EDITLOOP_KEY"])
+    assert h(["MODE", "EDITLOOP_KEY"]) == {"MODE": "fast", "EDITLOOP_KEY": SECRET}
+    # nowhere to be seen: the payload, reprs, the summary, the logs
+    assert SECRET.encode() not in h.spec.package.payload
+    for text in (repr(h), str(h), repr(h.spec), repr(h.spec.secrets), repr(h.deployed_targets),
+                 json.dumps(h.target_overview(), default=str)):
+        assert SECRET not in text
+    wait_until(lambda: "the key is" in h.logs())
+    assert SECRET not in h.logs() and "[secret EDITLOOP_KEY]" in h.logs()
+    # nor in the SDK's state files
+    cache = os.path.expanduser("~/.cache/straightline")
+    for folder, _, files in os.walk(cache):
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                assert SECRET.encode() not in f.read(), os.path.join(folder, name)
+    # nor in an error raised with it
+    failing = straightline.deploy(_fail_with_secret, target="local", name="env-secrets-error",
+                                  secrets=["EDITLOOP_KEY"])
+    with pytest.raises(Exception) as info:
+        failing()
+    assert SECRET not in str(info.value) and SECRET not in info.value.remote_traceback
+    assert "[secret EDITLOOP_KEY]" in str(info.value)
+
+
+def _key():
+    import os as _os
+    return _os.environ["EDITLOOP_KEY"], _os.getpid()
+
+
+def test_a_changed_secret_restarts_the_worker_and_the_same_one_does_not(monkeypatch):
+    monkeypatch.setenv("EDITLOOP_KEY", "first-value")
+    h = straightline.deploy(_key, target="local", name="secret-change", secrets=["EDITLOOP_KEY"])
+    value, pid = h()
+    assert value == "first-value"
+    assert straightline.deploy(_key, target="local", name="secret-change",
+                               secrets=["EDITLOOP_KEY"]) is h
+    monkeypatch.setenv("EDITLOOP_KEY", "second-value")
+    h2 = straightline.deploy(_key, target="local", name="secret-change", secrets=["EDITLOOP_KEY"])
+    value2, pid2 = h2()
+    assert h2 is not h and value2 == "second-value" and pid2 != pid
+
+
+def test_a_secret_comes_from_a_dotenv_file_and_a_missing_one_says_where_it_looked(
+        monkeypatch, tmp_path):
+    monkeypatch.delenv("EDITLOOP_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SecretMissing, match="EDITLOOP_KEY") as info:
+        straightline.deploy(_key, target="local", name="dotenv", secrets=["EDITLOOP_KEY"])
+    assert ".env" in str(info.value)
+    (tmp_path / ".env").write_text(f"# settings\nexport EDITLOOP_KEY='{SECRET}'\nOTHER=1\n")
+    h = straightline.deploy(_key, target="local", name="dotenv", secrets=["EDITLOOP_KEY"])
+    assert h()[0] == SECRET
+
+
+def test_bad_env_is_refused_clearly():
+    with pytest.raises(TypeError, match="env must be a dict"):
+        straightline.deploy(_key, target="local", env=["A=1"])
+    with pytest.raises(ValueError, match="not a valid environment variable name"):
+        straightline.deploy(_key, target="local", env={"1BAD": "x"})
+    with pytest.raises(TypeError, match="list of names"):
+        straightline.deploy(_key, target="local", secrets="EDITLOOP_KEY")
+
+
+def test_lambda_is_excluded_by_an_environment_over_4_kb_and_by_generators():
+    assert "environment" in violation(Features(env_bytes=5000), LAMBDA_LIMITS)
+    assert violation(Features(env_bytes=100), LAMBDA_LIMITS) is None
+    assert "generator" in violation(Features(generator=True), LAMBDA_LIMITS)
+
+
+# -- async -------------------------------------------------------------------------------------
+
+def _square(x):
+    return x * x
+
+
+def _stamp(x):
+    import time as _t
+    start = _t.time()
+    _t.sleep(0.2)
+    return start, _t.time()
+
+
+def test_aio_amap_and_amap_iter_under_asyncio_run():
+    h = straightline.deploy(_square, target="local", name="aio")
+
+    async def main():
+        one = await h.aio(7)
+        many = await h.amap(range(10))
+        streamed = [r async for r in h.amap_iter(range(6))]
+        unordered = sorted([r async for r in h.amap_iter(range(6), ordered=False)])
+        return one, many, streamed, unordered
+
+    one, many, streamed, unordered = asyncio.run(main())
+    assert one == 49 and many == [x * x for x in range(10)]
+    assert streamed == unordered == [x * x for x in range(6)]
+
+
+def test_awaited_calls_are_bounded_like_map():
+    straightline.configure(options={"local": {"concurrency": 2}})
+    h = straightline.deploy(_stamp, target="local", name="aio-bounded")
+    bound = h.router.map_concurrency()
+
+    async def main():
+        return await h.amap(range(3 * bound))
+
+    spans = asyncio.run(main())
+    most = max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+    assert most <= bound
+
+
+def _slow_counted(path):
+    import time as _t
+    with open(path, "a") as f:
+        f.write("started\n")
+    _t.sleep(30)
+    return "finished"
+
+
+def test_cancelling_the_awaiting_task_cancels_the_call_and_does_not_rerun_it(tmp_path):
+    marker = tmp_path / "runs.txt"
+    h = straightline.deploy(_slow_counted, target="local", name="aio-cancel")
+
+    async def cancel_then_call():
+        task = asyncio.ensure_future(h.aio(str(marker)))
+        for _ in range(1500):   # bounded: until the worker has started the call
+            if marker.exists():
+                break
+            await asyncio.sleep(0.02)
+        assert marker.exists()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_then_call())
+    assert marker.read_text().count("started") == 1   # abandoned, not run again elsewhere
+    # the call's thread let go of it (its connection dropped), and no failure was counted
+    assert wait_until(lambda: h.router.plan().states["local"].in_flight == 0)
+    assert h.stats().get("local", {}).get("failures", 0) == 0
+
+
+def test_aio_works_inside_an_already_running_loop_like_jupyters():
+    """In Jupyter the cell runs inside the kernel's loop; a helper that calls
+    h.aio from code already running on a loop must neither block nor nest loops."""
+    h = straightline.deploy(_square, target="local", name="aio-running")
+
+    async def cell():
+        assert asyncio.get_running_loop().is_running()
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        beat = asyncio.ensure_future(ticker())
+        result = await h.aio(12)
+        beat.cancel()
+        return result, ticks
+
+    result, ticks = asyncio.run(cell())
+    assert result == 144 and ticks >= 1   # the loop kept running while the call was awaited
+
+
+# -- generators -------------------------------------------------------------------------------
+
+def _squares(n):
+    for i in range(n):
+        yield i * i
+
+
+def _endless(start):
+    i = start
+    while True:
+        yield i
+        i += 1
+
+
+def test_a_generator_deploys_and_its_calls_give_its_items():
+    h = straightline.deploy(_squares, target="local", name="gen")
+    assert h.spec.package.is_generator
+    assert list(h(5)) == [0, 1, 4, 9, 16]
+
+
+def test_the_sample_run_of_a_generator_consumes_only_a_few_items():
+    h = straightline.deploy(_endless, sample=(3,), targets=["local"], name="gen-endless")
+    assert h.profile is not None and h.placement.target == "local"
+
+
+def test_without_a_sample_the_first_call_of_a_generator_yields_every_item():
+    h = straightline.deploy(_squares, name="gen-first")
+    assert list(h(4)) == [0, 1, 4, 9]
+    assert list(h(3)) == [0, 1, 4]
+
+
+# -- large closures -----------------------------------------------------------------------------
+
+def _make_big(size):
+    big_blob = os.urandom(size)
+
+    def checksum(i):
+        return big_blob[i]
+
+    return checksum
+
+
+def test_a_large_capture_warns_once_naming_the_variable():
+    fn = _make_big(20 * 1024 * 1024)
+    with pytest.warns(LargeCaptureWarning, match=r"closure variable 'big_blob' \(20 MB\)") as caught:
+        package_function(fn, "large-capture")
+    assert "argument" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LargeCaptureWarning)
+        package_function(fn, "large-capture")   # the same deployment: said once
+    small = _make_big(1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LargeCaptureWarning)
+        package_function(small, "small-capture")
