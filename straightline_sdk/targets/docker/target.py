@@ -202,6 +202,36 @@ def _forget_record(container_id: str) -> None:
         pass
 
 
+def _used_path(image: str) -> str:
+    digest = content_hash(image)[:32]
+    return os.path.join(cache_dir("docker", "used"), digest)
+
+
+def _note_used(image_id: str, tag: str) -> None:
+    """Note that a deployment started on (or reused) this image: ``straightline ls``
+    shows the last use, as the engine records none."""
+    for key in (image_id, tag):
+        if key:
+            try:
+                write_private(_used_path(key), str(time.time()).encode())
+            except OSError:
+                pass
+
+
+def _last_used(keys, created: str) -> str:
+    """When a deployment last started on or reused the image (its id or a tag),
+    else when it was made."""
+    times = []
+    for key in keys:
+        try:
+            times.append(os.path.getmtime(_used_path(key)))
+        except OSError:
+            pass
+    if times:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(max(times)))
+    return (created or "")[:16].replace("T", " ")
+
+
 def _deployment_path(key: str) -> str:
     return os.path.join(cache_dir("docker", "deployments"), f"{key[:32]}.json")
 
@@ -537,6 +567,8 @@ class DockerTarget(Target):
             spec.environment_fingerprint())
 
     def _remember(self) -> None:
+        _note_used(self.container.attrs.get("Image", "") if self._container is not None else "",
+                   self.image_tag)
         entry = {"container": self._container_id, "host": self.client.host, "port": self.client.port,
                  "image": self.image_tag, "hash": self.image_hash, "started_by": owner_tag()}
         write_private(_deployment_path(self._recorded_key), json.dumps(entry).encode())
@@ -569,6 +601,7 @@ class DockerTarget(Target):
         self.concurrency = int(health.get("concurrency") or self.concurrency)
         _write_record(self._container_id, record["token"])
         self.client, self.adopted = client, True
+        _note_used("", self.image_tag)
         self._step(f"reusing the running container {self._container_id[:12]}")
         return True
 
@@ -780,7 +813,10 @@ class DockerTarget(Target):
                 needed_deps.add(labels.get(LABEL_DEPS, ""))
             items.append({"kind": KIND, "type": "container", "id": c.short_id,
                           "name": labels.get(LABEL_NAME, ""), "owner": owners[-1] if owners else "",
-                          "orphan": orphan, "keep": keep, "state": c.status,
+                          "orphan": orphan, "unused": orphan, "keep": keep, "state": c.status,
+                          "deployment": labels.get(LABEL_NAME, ""),
+                          "last_used": _last_used([c.attrs.get("Image", "")],
+                                                  c.attrs.get("Created", "")),
                           "hash": labels.get(LABEL_HASH, "")[:12], "remove_order": 0})
         images = [i for i in docker.images.list(filters={"label": LABEL_ROLE})
                   if i.labels.get(LABEL_ROLE) in ("function", "dependencies")]
@@ -798,6 +834,11 @@ class DockerTarget(Target):
             items.append({"kind": KIND, "type": f"{role} image", "id": image.short_id.split(":")[-1],
                           "name": ", ".join(image.tags) or labels.get(LABEL_NAME, ""),
                           "owner": owner, "orphan": orphan, "keep": False, "state": "",
+                          # no live or kept deployment's container runs it (gc --unused)
+                          "unused": not needed, "deployment": labels.get(LABEL_NAME, ""),
+                          "size": image.attrs.get("Size"),
+                          "last_used": _last_used([image.id, *image.tags],
+                                                  image.attrs.get("Created", "")),
                           "hash": labels.get(LABEL_HASH, "")[:12], "tags": list(image.tags),
                           "remove_order": 1 if role == "function" else 2})
         return items
