@@ -368,3 +368,34 @@ def test_a_large_capture_warns_once_naming_the_variable():
     with warnings.catch_warnings():
         warnings.simplefilter("error", LargeCaptureWarning)
         package_function(small, "small-capture")
+
+
+def test_packaging_a_large_capture_holds_at_most_one_extra_copy():
+    import tracemalloc
+
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    from straightline_sdk.packaging.dependencies import (_scanned_modules, _unpickled_modules,
+                                                         needed_modules)
+    size = 48 * 1024 * 1024
+    weights = np.ones(size // 8)
+    model = Ridge().fit(np.random.rand(8, 2), np.random.rand(8))
+
+    def predict(x):
+        return model.predict(x) * weights[:1]
+
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", LargeCaptureWarning)
+            package = package_function(predict, "one-copy")
+        modules = needed_modules(None, package)   # what Docker, Lambda and Ray deploys do
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak - base < 1.5 * size    # the payload, and no second copy of the array
+    assert {"numpy", "sklearn"} <= modules
+    assert _scanned_modules(package.payload) == _unpickled_modules(package.payload)[1]

@@ -43,6 +43,9 @@ class FunctionPackage:
     module_names: frozenset = field(default_factory=frozenset)  # top-level modules it refers to
     meaning_hash: str = ""      # what the code does, not where its lines sit (identity.py)
     is_generator: bool = False  # calls return an iterator of items (generator functions)
+    # the function itself, in this process (never shipped): what dependency capture
+    # reads instead of loading a large payload a second time
+    function: object = field(default=None, compare=False, repr=False)
 
     def __repr__(self):
         return f"<FunctionPackage {self.name} {self.content_hash[:12]} {len(self.payload)} B>"
@@ -165,6 +168,7 @@ def package_function(fn, name: str) -> FunctionPackage:
         name=name, payload=payload, content_hash=digest,
         local_modules=tuple(sorted(m.__name__ for m in local)), module_names=frozenset(tops),
         meaning_hash=meaning or content_hash("payload", payload), is_generator=is_generator(fn),
+        function=fn,
     )
 
 
