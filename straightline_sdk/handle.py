@@ -89,11 +89,25 @@ class Deployment:
             result = self._profile_first_call(args, kwargs)
             if result is not _NOT_PROFILED:
                 return result
+        if self.spec.package.is_generator:
+            streamed = self.router.stream([(args, kwargs)])
+            if streamed is not None:
+                return self._items(*streamed)
         outcomes, decision = self.router.send([(args, kwargs)], 1)
         ok, value = outcomes[0]
         if ok:
             return iter(value) if self.spec.package.is_generator else value
         raise self._rebuild(value, decision.target)
+
+    def _items(self, outcomes, decision):
+        """A streamed call's items, as they arrive; its error raised where it came."""
+        try:
+            for ok, value in outcomes:
+                if not ok:
+                    raise self._rebuild(value, decision.target)
+                yield value
+        finally:
+            outcomes.close()   # left early: the connection closes, the far side's generator stops
 
     async def aio(self, *args, **kwargs):
         """``await h.aio(x)``: the call, awaited (same arguments as ``h(x)``). Works

@@ -399,3 +399,48 @@ def test_packaging_a_large_capture_holds_at_most_one_extra_copy():
     assert peak - base < 1.5 * size    # the payload, and no second copy of the array
     assert {"numpy", "sklearn"} <= modules
     assert _scanned_modules(package.payload) == _unpickled_modules(package.payload)[1]
+
+
+def _first_then_wait(marker):
+    import os as _os
+    import time as _t
+    yield "first"
+    deadline = _t.monotonic() + 60
+    while not _os.path.exists(marker):   # bounded: the test creates it once it holds "first"
+        if _t.monotonic() > deadline:
+            raise TimeoutError("the first item was not received while the generator ran")
+        _t.sleep(0.01)
+    yield "second"
+    yield "third"
+
+
+def test_a_generator_streams_its_first_item_before_it_finishes(tmp_path):
+    marker = str(tmp_path / "got-first")
+    h = straightline.deploy(_first_then_wait, target="local", name="gen-stream")
+    items = h(marker)
+    assert next(items) == "first"          # while the generator waits for the marker
+    open(marker, "w").close()
+    assert list(items) == ["second", "third"]
+    assert h.stats()["local"]["calls"] == 1 and h.router.plan().states["local"].in_flight == 0
+
+
+def _counting(n, fail_at=None):
+    for i in range(n):
+        if i == fail_at:
+            raise ValueError(f"item {i} failed")
+        yield i
+
+
+def test_a_streamed_error_arrives_after_the_items_before_it_and_leaving_early_frees_the_slot():
+    h = straightline.deploy(_counting, target="local", name="gen-error")
+    got = []
+    with pytest.raises(ValueError, match="item 3 failed") as info:
+        for item in h(10, fail_at=3):
+            got.append(item)
+    assert got == [0, 1, 2] and "_counting" in info.value.remote_traceback
+    for item in h(10**9):   # an endless-looking stream, left at once
+        break
+    assert wait_until(lambda: h.router.plan().states["local"].in_flight == 0)
+    worker = h.deployed_targets["local"].client   # and on the worker: its generator was stopped
+    assert wait_until(lambda: worker.get("/health").json()["in_flight"] == 0)
+    assert list(h(3)) == [0, 1, 2]

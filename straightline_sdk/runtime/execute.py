@@ -74,6 +74,53 @@ def settle(value):
     return value
 
 
+def stream_call(fn, body):
+    """The records of one call's stream (wire.stream_record): an item record per
+    item as the generator produces it, then done, or an error record. Lazy: the
+    generator runs only as fast as the records are sent (the socket's back
+    pressure keeps memory bounded for a long stream). The request is read now,
+    so one that cannot be unpickled raises here, before anything is sent."""
+    message = wire.decode(body)
+    (args, kwargs), = message
+    return _records(fn, args, kwargs)
+
+
+def _records(fn, args, kwargs):
+    items = None
+    try:
+        result = fn(*args, **kwargs)
+        if inspect.isasyncgen(result):
+            items = _drive_async(result)
+        elif inspect.isgenerator(result):
+            items = result
+        else:
+            items = iter([settle(result)])
+        for item in items:
+            segments, total = encode_outcomes([(True, item)])
+            yield wire.stream_record(wire.STREAM_ITEM, segments, total)
+    except Exception as exc:  # the user's error ends the stream; the worker lives on
+        segments, total = wire.encode([(False, error_info(exc, skip_frames=1))])
+        yield wire.stream_record(wire.STREAM_ERROR, segments, total)
+        return
+    finally:
+        if items is not None and hasattr(items, "close"):
+            items.close()   # the client went away: the generator's finally blocks run
+    yield wire.stream_record(wire.STREAM_DONE)
+
+
+def _drive_async(agen):
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(agen.aclose())
+        loop.close()
+
+
 def encode_outcomes(outcomes: list) -> tuple[list, int]:
     """Frame the outcomes; a result that cannot be serialized becomes that call's error."""
     try:

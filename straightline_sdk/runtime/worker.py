@@ -187,6 +187,8 @@ class Handler(BaseHTTPRequestHandler):
             self._invoke(body)
         elif self.path == wire.JSON_PATH:
             self._invoke_json(body)
+        elif self.path == wire.STREAM_PATH:
+            self._stream(body)
         else:
             self._send_json(404, {"error": f"no such endpoint: POST {self.path}"})
 
@@ -204,6 +206,35 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.worker.leave()
         self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)
+
+    def _stream(self, body):
+        """A generator's items, each sent as it is produced; the connection closes after."""
+        if not self.worker.enter():
+            self._saturated()
+            return
+        records = None
+        try:
+            try:
+                records = execute.stream_call(self.worker.fn, body)
+            except Exception as exc:  # the request itself could not be read here
+                self._send_json(422, {"error": f"the request could not be unpickled on this "
+                                               f"target ({type(exc).__name__}: {exc})"})
+                return
+            self.close_connection = True
+            self.wfile.write((f"HTTP/1.1 200 OK\r\nContent-Type: {wire.STREAM_CONTENT_TYPE}\r\n"
+                              f"Connection: close\r\n\r\n").encode())
+            for segments in records:
+                if sum(map(len, segments)) <= _SMALL_RESPONSE:
+                    self.wfile.write(b"".join(segments))   # one write: one packet per small item
+                else:
+                    for segment in segments:
+                        self.wfile.write(segment)
+        except (BrokenPipeError, ConnectionError):
+            pass   # the client stopped reading (it left the loop): the generator is closed
+        finally:
+            if records is not None:
+                records.close()
+            self.worker.leave()
 
     def _invoke_json(self, body):
         try:

@@ -128,6 +128,12 @@ class Target:
         override it (Ray: tasks across the cluster instead of the warm actor)."""
         return self.invoke(segments, total, timeout)
 
+    def stream(self, segments: list, total: int, timeout: float | None):
+        """One call of a generator function: an iterator of its outcomes as they
+        are produced. None: this kind cannot stream (the call is sent with
+        ``invoke`` and its items come back together)."""
+        return None
+
     def health(self) -> tuple[bool, str]:
         raise NotImplementedError
 

@@ -26,7 +26,7 @@ from ..placement import Limits
 from ..runtime import execute, wire
 from .base import Probe, Reply, Target
 from .options import TargetOptions
-from .http import WorkerClient, invoke_worker, worker_health
+from .http import WorkerClient, invoke_worker, open_stream, worker_health
 
 
 def _available_memory_mb() -> int | None:
@@ -165,6 +165,13 @@ class LocalTarget(Target):
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
         return Reply(body, cold=self._first_answer())
+
+    def stream(self, segments, total, timeout):
+        client = self.client
+        if client is None:
+            raise TargetFailure("the local worker is not deployed", target=self.kind)
+        return open_stream(client, segments, total, timeout, what="the local worker",
+                           dead=lambda: self._dead_worker(grace_s=0.2))
 
     def _replace_worker(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function

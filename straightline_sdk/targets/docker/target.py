@@ -45,7 +45,7 @@ from ...placement import MB, Limits
 from ...runtime import wire
 from ..base import Probe, Reply, Target
 from .options import DockerOptions
-from ..http import WorkerClient, invoke_worker, worker_health
+from ..http import WorkerClient, invoke_worker, open_stream, worker_health
 
 KIND = "docker"
 log = logging.getLogger("straightline")
@@ -714,6 +714,13 @@ class DockerTarget(Target):
             self._restart_container(client)
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
         return Reply(body, cold=self._first_answer())
+
+    def stream(self, segments, total, timeout):
+        client = self.client
+        if client is None:
+            raise TargetFailure("the docker target is not deployed", target=KIND)
+        return open_stream(client, segments, total, timeout,
+                           what=f"the container for {self.spec.name!r}", dead=self._stopped)
 
     def _restart_container(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function cannot
