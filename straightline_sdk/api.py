@@ -69,19 +69,30 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         arg_modules = {type(v).__module__.partition(".")[0]
                        for v in (*sample.args, *sample.kwargs.values())} - {"builtins"}
         package = dataclasses.replace(package, module_names=package.module_names | arg_modules)
-    key = content_hash(package.meaning_hash, repr(resources), repr(sorted(requirements or ())),
-                       repr(target), repr(tuple(targets) if targets else None), repr(keep),
-                       repr(idempotent), repr(env_pairs), secret_values.fingerprint())
+    # everything but the code: when only the code changed, the running targets take
+    # the edited function in place (no restart, no image build)
+    setting = content_hash(repr(resources), repr(sorted(requirements or ())), repr(target),
+                           repr(tuple(targets) if targets else None), repr(keep),
+                           repr(idempotent), repr(env_pairs), secret_values.fingerprint(),
+                           repr(package.is_generator))
+    key = content_hash(package.meaning_hash, setting)
     existing = live(name)
     if existing is not None:
-        if existing.deploy_key == key and all(t.health()[0] for t in existing.deployed_targets.values()):
+        healthy = all(t.health()[0] for t in existing.deployed_targets.values())
+        if existing.deploy_key == key and healthy:
             # the same cell run again, or its lines moved: nothing to build, nothing to start
             existing.adopt_edit(fn)
+            return existing
+        if healthy and existing.setting_key == setting and existing.swap_function(fn, package, key):
+            if sample is not None:
+                from .profile import profile_call
+                existing.set_profile(profile_call(fn, sample.args, sample.kwargs)[0])
             return existing
         existing.undeploy()
     dep = Deployment(fn, package, rate=rate, target=target, targets=targets,
                      requirements=requirements, resources=resources, keep=keep,
                      idempotent=idempotent, deploy_key=key, env=env_pairs, secrets=secret_values)
+    dep.setting_key = setting
     functools.update_wrapper(dep, fn, updated=())
     register(dep)
     try:

@@ -8,6 +8,7 @@ here; where each request goes and what happens there is the Router's
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import sys
 import threading
@@ -62,6 +63,7 @@ class Deployment:
         self._line_map: dict = {}
         self.name = package.name
         self.deploy_key = deploy_key
+        self.setting_key = ""       # deploy()'s hash of everything but the code (see swap_function)
         self.declared_rate = float(rate or 0.0)
         self.keep = keep
         allowed = tuple(targets) if targets else ((target,) if target else settings().targets)
@@ -137,6 +139,29 @@ class Deployment:
                     max_workers=self.router.map_concurrency(),
                     thread_name_prefix=f"straightline-aio-{self.name}")
             return self._async_executor
+
+    def swap_function(self, fn, package, deploy_key: str) -> bool:
+        """An edited function, swapped into every deployed target without a restart
+        or an image build; False when a target cannot (the caller redeploys).
+        The rate, the telemetry and the panel carry on."""
+        from dataclasses import replace
+        spec = replace(self.spec, package=package)
+        with self.router._deploy_lock:
+            for kind, target in self.router.deployed.items():
+                try:
+                    if not target.swap(replace(spec, options=target.spec.options)):
+                        return False
+                except Exception as exc:   # e.g. the payload does not load there
+                    log.info("%s: swapping the edited function into the %s target failed (%s); "
+                             "redeploying", self.name, kind, str(exc).splitlines()[0])
+                    return False
+            self.spec = self.router.spec = spec
+        self.fn = self._deployed_fn = fn
+        self._line_map, self._code_locations = {}, None
+        self.deploy_key = deploy_key
+        functools.update_wrapper(self, fn, updated=())
+        self.router.set_features(self._static_features())
+        return True
 
     def adopt_edit(self, fn) -> None:
         """``fn`` means the same as the deployed function but its lines moved (a

@@ -81,13 +81,28 @@ def test_a_comment_above_the_def_redeploys_nothing_and_tracebacks_follow_the_lin
     assert 'raise ValueError(f"negative: {x}")' in text
 
 
-def test_an_edit_of_the_body_redeploys_and_serves_the_new_code(tmp_path):
+def test_an_edit_of_the_body_is_swapped_into_the_running_worker(tmp_path):
     one, _ = _cell(tmp_path, VERSION_ONE, "one.py")
     h = straightline.deploy(one["fragile"], target="local", name="edit-body")
     assert h(2) == 20
-    changed, _ = _cell(tmp_path, VERSION_ONE.replace("x * 10", "x * 100"), "two.py")
+    pid = h.deployed_targets["local"].pid
+    changed, path = _cell(tmp_path, VERSION_ONE.replace("x * 10", "x * 100"), "two.py")
     h2 = straightline.deploy(changed["fragile"], target="local", name="edit-body")
-    assert h2 is not h and h2(2) == 200 and h.closed
+    assert h2 is h and not h.closed and h(2) == 200
+    assert h.deployed_targets["local"].pid == pid          # the same worker, no restart
+    assert h.stats()["local"]["calls"] == 2                # the telemetry carries on
+    with pytest.raises(ValueError) as info:                # tracebacks read the edited cell
+        h(-1)
+    assert f'File "{path}"' in info.value.remote_traceback
+
+
+def test_an_edit_that_changes_the_settings_redeploys(tmp_path):
+    one, _ = _cell(tmp_path, VERSION_ONE, "one.py")
+    h = straightline.deploy(one["fragile"], target="local", name="edit-settings")
+    changed, _ = _cell(tmp_path, VERSION_ONE.replace("x * 10", "x * 100"), "two.py")
+    h2 = straightline.deploy(changed["fragile"], target="local", name="edit-settings",
+                             env={"MODE": "other"})
+    assert h2 is not h and h.closed and h2(2) == 200
 
 
 # -- default names -----------------------------------------------------------------------

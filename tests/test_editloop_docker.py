@@ -104,3 +104,50 @@ def test_gc_unused_removes_an_old_version_and_keeps_the_one_in_use(engine, capsy
         engine.images.get(old_image)
     engine.images.get(new_image)    # the live deployment's image stays
     assert new(6) == 18
+
+
+def test_an_edit_on_a_warm_container_builds_no_image_and_serves_the_new_code(engine):
+    name = f"editloop-swap-{os.urandom(3).hex()}"
+    salt = os.urandom(4).hex()
+    h = straightline.deploy(_version(salt, 2), target="docker", name=name)
+    assert h(5) == 10
+    container = _target(h).container.id
+    built = list(_target(h).built)
+    images = {i.id for i in engine.images.list(filters={"label": "straightline.role"})}
+    h2 = straightline.deploy(_version(salt, 7), target="docker", name=name)
+    assert h2 is h and h(5) == 35
+    target = _target(h)
+    assert target.container.id == container and target.built == built   # nothing built since
+    assert {i.id for i in engine.images.list(filters={"label": "straightline.role"})} <= images
+    assert engine.containers.get(container).status == "running"
+
+
+def _first_then_wait(marker_port):
+    import socket as _socket
+    yield "first"
+    # wait (bounded) until the test, holding "first", connects back
+    server = _socket.create_server(("0.0.0.0", marker_port))
+    server.settimeout(60)
+    server.accept()[0].close()
+    server.close()
+    yield "second"
+
+
+def test_a_generator_streams_from_the_container(engine):
+    h = straightline.deploy(_first_then_wait, target="docker",
+                            name=f"editloop-gen-{os.urandom(3).hex()}")
+    target = _target(h)
+    address = target.container.attrs["NetworkSettings"]["IPAddress"]
+    if not address:
+        pytest.skip("the container's bridge address is not reachable from here")
+    import socket
+    items = h(7788)
+    assert next(items) == "first"     # while the generator waits inside the container
+    for _ in range(300):              # bounded: until its listener is up
+        try:
+            socket.create_connection((address, 7788), timeout=1).close()
+            break
+        except OSError:
+            import time
+            time.sleep(0.05)
+    assert list(items) == ["second"]

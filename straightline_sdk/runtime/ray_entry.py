@@ -50,6 +50,10 @@ class FunctionHost:
     def run(self, body) -> bytes:
         return _respond(self.fn, body)
 
+    def swap(self, key: str, payload: bytes) -> None:
+        """An edited function: the next call runs it (calls in flight finish with theirs)."""
+        self.fn = _function(key, payload)
+
     def ping(self) -> dict:
         return {"pid": os.getpid(), "python": execute.python_version()}
 

@@ -38,6 +38,7 @@ FRAME_CONTENT_TYPE = "application/x-straightline-frame"
 INVOKE_PATH = "/invoke"      # POST a request frame, get a response frame
 JSON_PATH = "/json"          # POST {"args": [...], "kwargs": {...}}, get {"result": ...}
 HEALTH_PATH = "/health"      # GET: {"ok": true, ...}
+FUNCTION_PATH = "/function"  # POST a new payload: the worker runs it from the next call on
 STREAM_PATH = "/stream"      # POST a request frame of one call, get its items as they come
 STREAM_CONTENT_TYPE = "application/x-straightline-stream"
 

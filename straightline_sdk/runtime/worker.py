@@ -17,6 +17,7 @@ Once listening it prints ``STRAIGHTLINE_WORKER_READY port=N`` on stdout.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -46,6 +47,7 @@ class _Headers(dict):
 class Worker:
     def __init__(self, fn, token: str, concurrency: int, name: str = ""):
         self.fn = fn
+        self.function_hash = ""      # of the payload last sent to POST /function ("" : the one started with)
         self.token = token.encode()
         self.name = name
         self.concurrency = concurrency
@@ -176,6 +178,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         w = self.worker
         self._send_json(200, {"ok": True, "function": w.name, "pid": os.getpid(),
+                              "function_hash": w.function_hash,
                               "python": execute.python_version(), "in_flight": w.in_flight,
                               "concurrency": w.concurrency, "calls": w.calls})
 
@@ -189,6 +192,8 @@ class Handler(BaseHTTPRequestHandler):
             self._invoke_json(body)
         elif self.path == wire.STREAM_PATH:
             self._stream(body)
+        elif self.path == wire.FUNCTION_PATH:
+            self._swap_function(body)
         else:
             self._send_json(404, {"error": f"no such endpoint: POST {self.path}"})
 
@@ -206,6 +211,20 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.worker.leave()
         self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)
+
+    def _swap_function(self, body):
+        """An edited function, swapped in without a restart: calls in flight finish
+        with the one they started with, the next call runs the new one."""
+        try:
+            fn = execute.load_function(bytes(body))
+        except Exception as exc:
+            self._send_json(422, {"error": f"the new function could not be loaded here "
+                                           f"({type(exc).__name__}: {exc})"})
+            return
+        w = self.worker
+        w.fn = fn
+        w.function_hash = hashlib.sha256(body).hexdigest()
+        self._send_json(200, {"ok": True, "function_hash": w.function_hash})
 
     def _stream(self, body):
         """A generator's items, each sent as it is produced; the connection closes after."""

@@ -128,6 +128,13 @@ class Target:
         override it (Ray: tasks across the cluster instead of the warm actor)."""
         return self.invoke(segments, total, timeout)
 
+    def swap(self, spec: "DeploySpec") -> bool:
+        """Run ``spec``'s (edited) function from the next call on, keeping what is
+        running: no restart, no image build, no upload beyond the payload. False:
+        this kind cannot (the deployment is then redeployed). Only the package
+        differs from the spec deployed; the dependencies may not (the target checks)."""
+        return False
+
     def stream(self, segments: list, total: int, timeout: float | None):
         """One call of a generator function: an iterator of its outcomes as they
         are produced. None: this kind cannot stream (the call is sent with

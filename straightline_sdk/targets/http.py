@@ -16,7 +16,7 @@ import socket
 import threading
 
 from .. import cancel
-from ..errors import CallTimeout, TargetFailure
+from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..runtime import wire
 
 
@@ -162,6 +162,21 @@ def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | N
     raise TargetFailure(f"{what} answered HTTP {response.status}: "
                         f"{bytes(response.body[:500]).decode(errors='replace')}",
                         target=client.target, may_have_run=response.status >= 500)
+
+
+def send_function(client: WorkerClient, payload: bytes, *, what: str) -> None:
+    """Swap the worker's function for ``payload`` (POST /function): no restart, no
+    image build. TargetUnavailable says why it could not (the caller redeploys)."""
+    try:
+        response = client.request("POST", wire.FUNCTION_PATH, [payload], len(payload),
+                                  timeout=120.0)
+    except TargetFailure as exc:
+        raise TargetUnavailable(f"{what} did not take the edited function: {exc}",
+                                target=client.target) from exc
+    if response.status != 200:
+        raise TargetUnavailable(f"{what} did not take the edited function (HTTP {response.status}): "
+                                f"{bytes(response.body[:500]).decode(errors='replace')}",
+                                target=client.target)
 
 
 def open_stream(client: WorkerClient, segments, total: int, timeout: float | None, *,

@@ -26,7 +26,7 @@ from ..placement import Limits
 from ..runtime import execute, wire
 from .base import Probe, Reply, Target
 from .options import TargetOptions
-from .http import WorkerClient, invoke_worker, open_stream, worker_health
+from .http import WorkerClient, invoke_worker, open_stream, send_function, worker_health
 
 
 def _available_memory_mb() -> int | None:
@@ -165,6 +165,20 @@ class LocalTarget(Target):
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
         return Reply(body, cold=self._first_answer())
+
+    def swap(self, spec) -> bool:
+        client = self.client
+        if client is None or self._dir is None:
+            return False
+        send_function(client, spec.package.payload, what="the local worker")
+        # a worker started again later (after a time-out) starts with the new one
+        path = os.path.join(self._dir, "function.pkl")
+        fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(spec.package.payload)
+        os.replace(f"{path}.new", path)
+        self.spec = spec
+        return True
 
     def stream(self, segments, total, timeout):
         client = self.client

@@ -45,7 +45,7 @@ from ...placement import MB, Limits
 from ...runtime import wire
 from ..base import Probe, Reply, Target
 from .options import DockerOptions
-from ..http import WorkerClient, invoke_worker, open_stream, worker_health
+from ..http import WorkerClient, invoke_worker, open_stream, send_function, worker_health
 
 KIND = "docker"
 log = logging.getLogger("straightline")
@@ -283,6 +283,8 @@ class DockerTarget(Target):
         self._last_log = ""
         self._stop_reason: tuple[str, str] | None = None   # (message, hint) once seen stopped
         self._restart_lock = threading.Lock()
+        self._swapped = False           # runs an edited payload sent after start, not its image's
+        self._swap_deps = ""            # the dependency set the running image was made for
 
     @property
     def container(self):
@@ -627,6 +629,13 @@ class DockerTarget(Target):
             if not ok:
                 client.close()
                 continue
+            try:   # an earlier process swapped an edited function in: ours goes in instead
+                if client.get(wire.HEALTH_PATH).json().get("function_hash"):
+                    send_function(client, self.spec.package.payload,
+                                  what=f"the container for {self.spec.name!r}")
+            except (TargetFailure, TargetUnavailable, ValueError):
+                client.close()
+                continue
             _write_record(container.id, record["token"])
             self.client, self.adopted = client, True
             self._step(f"reusing the running container {container.short_id}")
@@ -715,6 +724,30 @@ class DockerTarget(Target):
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
         return Reply(body, cold=self._first_answer())
 
+    def swap(self, spec) -> bool:
+        """An edited function into the running container (POST /function): no image
+        build, no restart. A new dependency set needs a new image: False."""
+        client = self.client
+        if client is None:
+            return False
+        try:
+            if not self._swap_deps:
+                self._swap_deps = capture(None, self.spec.package, self.spec.requirements).content_hash
+            if capture(None, spec.package, spec.requirements).content_hash != self._swap_deps:
+                return False
+        except PackagingError:
+            return False
+        send_function(client, spec.package.payload, what=f"the container for {spec.name!r}")
+        old_key, self.spec, self._swapped = self._recorded_key, spec, True
+        if old_key:   # the record now names the edited content (a restarted kernel finds it)
+            try:
+                os.unlink(_deployment_path(old_key))
+            except OSError:
+                pass
+            self._recorded_key = self._record_key()
+            self._remember()
+        return True
+
     def stream(self, segments, total, timeout):
         client = self.client
         if client is None:
@@ -742,6 +775,9 @@ class DockerTarget(Target):
                 self._wait_ready(self.options.start_timeout_s)
                 self.client.close()
                 self.client = self._worker_client(connect, record["token"])
+                if self._swapped:   # a restart runs the image's payload: send the edited one again
+                    send_function(self.client, self.spec.package.payload,
+                                  what=f"the container for {self.spec.name!r}")
             except Exception as exc:   # the next call's health check reports the container
                 log.warning("restarting the container for %r after a timeout failed: %s",
                             self.spec.name, _short(exc))

@@ -292,6 +292,17 @@ class RayTarget(Target):
                 # the runtime the actor and tasks import, from this very version of the SDK
                 "py_modules": [os.path.dirname(straightline_sdk.__file__)]}
 
+    def swap(self, spec) -> bool:
+        """The actor loads the edited payload; map tasks get it from the object store."""
+        ray, actor = self._ray, self._actor
+        if ray is None or actor is None or self.spec.keep:
+            return False   # a kept actor is named after its content: it is redeployed
+        package = spec.package
+        ref = ray.put(package.payload)
+        ray.get(actor.swap.remote(package.content_hash, ref), timeout=self.options.start_timeout_s)
+        self._payload_ref, self.spec = ref, spec
+        return True
+
     # -- calls ---------------------------------------------------------------
 
     def invoke(self, segments, total, timeout):
