@@ -67,6 +67,7 @@ class Deployment:
         self.declared_rate = float(rate or 0.0)
         self.keep = keep
         allowed = tuple(targets) if targets else ((target,) if target else settings().targets)
+        self.router_allowed = allowed
         if target is not None and target not in allowed:
             raise PlacementError(f"target={target!r} is not among targets={list(allowed)}")
         self.spec = DeploySpec(package, resources, tuple(requirements or ()), keep=keep,
@@ -407,10 +408,26 @@ class Deployment:
             result_bytes=p.result_bytes if p else 0, runtime_s=p.runtime_s if p else 0.0,
             peak_memory_mb=p.peak_memory_mb if p else 0.0, memory_mb=r.memory_mb, cpus=r.cpus,
             gpus=r.gpus, timeout_s=r.timeout_s, python=sys.version_info[:2],
-            package_mb=len(self.spec.package.payload) / MB,
+            package_mb=(len(self.spec.package.payload) + self._dependencies_bytes()) / MB,
             env_bytes=environment_bytes(self.spec.env, self.spec.secrets),
             generator=self.spec.package.is_generator,
         )
+
+    def _dependencies_bytes(self) -> int:
+        """The dependency set's unzipped size, for Lambda's 250 MB limit (only when
+        Lambda is allowed: capturing the set costs a moment), before any upload."""
+        if "lambda" not in self.router_allowed:
+            return 0
+        cached = getattr(self, "_deps_bytes", None)
+        if cached is None or cached[0] != self.spec.package.content_hash:
+            from .packaging.dependencies import capture, installed_size_bytes
+            try:
+                size = installed_size_bytes(capture(None, self.spec.package, self.spec.requirements))
+            except Exception as exc:   # the deploy reports it; placement goes on without it
+                log.debug("%s: the dependency set's size is unknown: %s", self.name, exc)
+                size = 0
+            cached = self._deps_bytes = (self.spec.package.content_hash, size)
+        return cached[1]
 
     def plan(self) -> Plan:
         """The placement Plan in force (the policy prepared for this deployment)."""

@@ -459,3 +459,19 @@ def test_a_streamed_error_arrives_after_the_items_before_it_and_leaving_early_fr
     worker = h.deployed_targets["local"].client   # and on the worker: its generator was stopped
     assert wait_until(lambda: worker.get("/health").json()["in_flight"] == 0)
     assert list(h(3)) == [0, 1, 2]
+
+
+def _uses_ray_and_sklearn(x):
+    import ray  # noqa: F401
+    import sklearn  # noqa: F401
+    return x
+
+
+def test_the_dependency_sets_unzipped_size_excludes_lambda_before_any_upload():
+    h = straightline.deploy(_uses_ray_and_sklearn, targets=["local", "lambda"], name="big-deps")
+    features = h.features()
+    assert features.package_mb > 250   # ray, scikit-learn, scipy, numpy as installed here
+    assert "bundle" in violation(features, LAMBDA_LIMITS) and "250 MB" in violation(features, LAMBDA_LIMITS)
+    small = straightline.deploy(_square, targets=["local", "lambda"], name="small-deps")
+    assert small.features().package_mb < 250
+    assert straightline.deploy(_square, target="local", name="no-lambda").features().package_mb < 1

@@ -70,6 +70,21 @@ class DependencySet:
         return iter(self.pins)
 
 
+def installed_size_bytes(deps: DependencySet) -> int:
+    """The unzipped size of the dependency set as installed here (from each
+    distribution's RECORD): what a Lambda bundle or layer of it would hold, known
+    before anything is downloaded or uploaded. A pin not installed here counts 0."""
+    total = 0
+    for name in deps.names:
+        try:
+            files = metadata.distribution(name).files or ()
+        except metadata.PackageNotFoundError:
+            continue
+        for f in files:
+            total += f.size or 0
+    return total
+
+
 # -- which modules -------------------------------------------------------------------
 
 def _imports_in_code(code: types.CodeType, found: set[str]) -> None:
