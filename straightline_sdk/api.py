@@ -106,7 +106,8 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
             dep.prewarm()
         if calibrate:
             run_calibration(dep)
-    except BaseException:
+    except BaseException as exc:
         dep.undeploy()
-        raise
+        from .handle import redact_error
+        raise redact_error(exc, secret_values)
     return dep

@@ -16,7 +16,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from .config import settings
 from .environment import SecretValues, environment_bytes
-from .errors import PlacementError
+from .errors import PlacementError, StraightLineError
 from .packaging import FunctionPackage
 from .packaging.identity import translate_frames
 from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
@@ -92,11 +92,14 @@ class Deployment:
             result = self._profile_first_call(args, kwargs)
             if result is not _NOT_PROFILED:
                 return result
-        if self.spec.package.is_generator:
-            streamed = self.router.stream([(args, kwargs)])
-            if streamed is not None:
-                return self._items(*streamed)
-        outcomes, decision = self.router.send([(args, kwargs)], 1)
+        try:
+            if self.spec.package.is_generator:
+                streamed = self.router.stream([(args, kwargs)])
+                if streamed is not None:
+                    return self._items(*streamed)
+            outcomes, decision = self.router.send([(args, kwargs)], 1)
+        except StraightLineError as exc:   # e.g. a target's failure quoting the function's output
+            raise redact_error(exc, self.spec.secrets)
         ok, value = outcomes[0]
         if ok:
             return iter(value) if self.spec.package.is_generator else value
@@ -474,6 +477,17 @@ class Deployment:
 
 
 _NOT_PROFILED = object()
+
+
+def redact_error(exc: BaseException, secrets: SecretValues) -> BaseException:
+    """The SDK's own error with no secret's value in its text (a target's failure
+    may quote the function's output)."""
+    if secrets and exc.args:
+        text = str(exc)
+        clean = secrets.redact(text)
+        if clean != text:
+            exc.args = (clean,)
+    return exc
 
 
 def _redacted(info: dict, secrets: SecretValues) -> dict:

@@ -475,3 +475,19 @@ def test_the_dependency_sets_unzipped_size_excludes_lambda_before_any_upload():
     small = straightline.deploy(_square, targets=["local", "lambda"], name="small-deps")
     assert small.features().package_mb < 250
     assert straightline.deploy(_square, target="local", name="no-lambda").features().package_mb < 1
+
+
+def _print_secret_then_die():
+    import os as _os
+    print("about to fail with", _os.environ["EDITLOOP_KEY"], flush=True)
+    _os._exit(3)
+
+
+def test_a_target_failure_quoting_the_functions_output_shows_no_secret(monkeypatch):
+    monkeypatch.setenv("EDITLOOP_KEY", SECRET)
+    h = straightline.deploy(_print_secret_then_die, target="local", name="secret-in-failure",
+                            secrets=["EDITLOOP_KEY"])
+    with pytest.raises(straightline.TargetFailure) as info:
+        h()
+    assert "about to fail with" in str(info.value)   # the worker's last output is quoted
+    assert SECRET not in str(info.value) and "[secret EDITLOOP_KEY]" in str(info.value)
