@@ -7,7 +7,7 @@ import functools
 
 from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
-from .environment import check_env, resolve_secrets
+from .environment import applied, check_env, resolve_secrets
 from .packaging import content_hash, package_function
 from .packaging.identity import default_name
 from .resources import Resources
@@ -83,11 +83,16 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
             # the same cell run again, or its lines moved: nothing to build, nothing to start
             existing.adopt_edit(fn)
             return existing
-        if healthy and existing.setting_key == setting and existing.swap_function(fn, package, key):
-            if sample is not None:
+        if healthy and existing.setting_key == setting:
+            profile = None
+            if sample is not None:   # before the swap: a sample that fails changes nothing
                 from .profile import profile_call
-                existing.set_profile(profile_call(fn, sample.args, sample.kwargs)[0])
-            return existing
+                with applied(env_pairs, secret_values):
+                    profile = profile_call(fn, sample.args, sample.kwargs)[0]
+            if existing.swap_function(fn, package, key):
+                if profile is not None:
+                    existing.set_profile(profile)
+                return existing
         existing.undeploy()
     dep = Deployment(fn, package, rate=rate, target=target, targets=targets,
                      requirements=requirements, resources=resources, keep=keep,
@@ -98,7 +103,8 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     try:
         if sample is not None:
             from .profile import profile_call
-            profile, _ = profile_call(fn, sample.args, sample.kwargs)
+            with applied(env_pairs, secret_values):   # the sample sees what the target will
+                profile, _ = profile_call(fn, sample.args, sample.kwargs)
             dep.set_profile(profile)
         if sample is not None or target is not None:
             dep.deploy_initial()

@@ -16,6 +16,7 @@ written anywhere, and says nothing about the value outside this process.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -187,6 +188,27 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
                  f"set os.environ[{name!r}] in the notebook from a safe source, or add a line "
                  f"{name}=... to a .env file beside the notebook (and keep .env out of git)")
     return SecretValues(values)
+
+
+@contextlib.contextmanager
+def applied(env: tuple[tuple[str, str], ...], secrets: SecretValues):
+    """This process's environment with ``env`` and ``secrets`` set, for a run of
+    the function here (the sample's profile run) to see what the target sees;
+    restored after."""
+    values = {**dict(env), **secrets}
+    if not values:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, old in saved.items():
+            if old is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = old
 
 
 def environment_bytes(env: tuple[tuple[str, str], ...], secrets: SecretValues) -> int:

@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from .config import settings
-from .environment import SecretValues, environment_bytes
+from .environment import SecretValues, applied, environment_bytes
 from .errors import PlacementError, StraightLineError
 from .packaging import FunctionPackage
 from .packaging.identity import translate_frames
@@ -458,7 +458,8 @@ class Deployment:
             if self.profile is not None:
                 return _NOT_PROFILED
             try:
-                profile, result = profile_call(self.fn, tuple(args), dict(kwargs))
+                with applied(self.spec.env, self.spec.secrets):
+                    profile, result = profile_call(self.fn, tuple(args), dict(kwargs))
             except Exception as exc:
                 if capture:
                     return exc
