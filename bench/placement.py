@@ -68,12 +68,12 @@ class NullTarget(Target):
 def null_target_as_local():
     saved = target_registry.REGISTRY["local"]
     target_registry.REGISTRY["local"] = f"{__name__}:NullTarget"
-    target_registry._probes.clear()
+    target_registry.clear_probes()
     try:
         yield
     finally:
         target_registry.REGISTRY["local"] = saved
-        target_registry._probes.clear()
+        target_registry.clear_probes()
 
 
 def per_call_us(fn, batches: int, inner: int) -> list[float]:

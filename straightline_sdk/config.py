@@ -35,7 +35,7 @@ import difflib
 import os
 import re
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import settings_files
 from . import targets as target_registry

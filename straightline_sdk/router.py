@@ -337,7 +337,8 @@ class Router:
             deployed = self._targets.get(kind)
             states[kind] = TargetState(
                 kind, pr.available, reason, pr.limits, in_flight=old.in_flight if old else 0,
-                concurrency=deployed.concurrency if deployed else None)
+                concurrency=deployed.concurrency if deployed else None,
+                tier=target_registry.tier_of(kind))
         self._states = states
         return states
 

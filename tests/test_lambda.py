@@ -117,14 +117,14 @@ def aws(moto, monkeypatch):
     """boto3 pointed at moto (through the recording proxy) with dummy credentials."""
     server, proxy = moto
     _aws_environment(monkeypatch, proxy.url)
-    target_registry._probes.clear()   # probes are cached; this test's environment is new
+    target_registry.clear_probes()   # probes are cached; this test's environment is new
     straightline.configure(reset=True)
     proxy.clear()
     yield proxy
     for dep in straightline.deployments():
         dep.undeploy()
     server.reset()
-    target_registry._probes.clear()
+    target_registry.clear_probes()
 
 
 def lambda_client():

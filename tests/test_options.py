@@ -79,11 +79,13 @@ def test_configured_targets_are_checked_against_the_registry():
     assert set(targets.kinds()) >= {"local", "docker", "lambda", "ray"}
 
 
-def test_a_second_serverless_kind_is_placed_by_its_tier_without_touching_the_core(monkeypatch):
-    monkeypatch.setitem(targets.REGISTRY, "faas", targets.Kind(SERVERLESS, "nowhere:Nothing"))
+def test_a_second_serverless_kind_is_placed_by_its_tier_without_touching_the_core():
     from straightline_sdk.placement import tiers
-    monkeypatch.setitem(tiers._tier_of_kind, "faas", SERVERLESS)
-    states = {"local": TargetState("local", True), "faas": TargetState("faas", True)}
-    decision = Plan(Features(), states).decide(DEFAULT_THRESHOLDS.rate * 2, 64, DEFAULT_THRESHOLDS)
-    assert decision.target == "faas"
-    assert "→ faas (frequent, small)" in decision.reasons[0]
+    tiers.register_kind("faas", SERVERLESS)
+    try:
+        states = {"local": TargetState("local", True), "faas": TargetState("faas", True)}
+        decision = Plan(Features(), states).decide(DEFAULT_THRESHOLDS.rate * 2, 64, DEFAULT_THRESHOLDS)
+        assert decision.target == "faas"
+        assert "→ faas (frequent, small)" in decision.reasons[0]
+    finally:
+        tiers.forget_kind("faas")

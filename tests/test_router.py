@@ -1,7 +1,7 @@
 """The router on its own: what it records for each call comes from that call.
 
-The targets here are in-process (tests/support/inprocess.py): real frames through
-the real runtime, no transport, so the router's bookkeeping is the subject.
+The targets here are the public fake (straightline_sdk.testing): real frames
+through the real runtime, no transport, so the router's bookkeeping is the subject.
 """
 
 from __future__ import annotations
@@ -11,10 +11,12 @@ import threading
 import straightline_sdk as straightline
 from straightline_sdk.runtime import execute
 from straightline_sdk.targets.base import Reply
-from tests.support.inprocess import InProcessTarget, install
+from straightline_sdk import targets
+from straightline_sdk.placement import SERVERLESS
+from straightline_sdk.testing import FakeTarget, fake_target
 
 
-class ColdThenWarm(InProcessTarget):
+class ColdThenWarm(FakeTarget):
     """The first call is a cold start that answers only after a second, warm call
     was answered: the order in which concurrent calls finish on e.g. Lambda."""
 
@@ -37,14 +39,12 @@ class ColdThenWarm(InProcessTarget):
         return reply
 
 
-def test_concurrent_calls_each_record_their_own_cold_start(monkeypatch):
-    cls = install(monkeypatch, "docker", base=ColdThenWarm)
-
+def test_concurrent_calls_each_record_their_own_cold_start():
     def ident(x):
         return x
 
-    h = straightline.deploy(ident, target="docker", name="ident_cold_race")
-    try:
+    with fake_target("docker", base=ColdThenWarm) as cls, \
+            straightline.deploy(ident, target="docker", name="ident_cold_race") as h:
         target = cls.instances[0]
         first = h.submit("cold")
         assert target.cold_started.wait(10)
@@ -53,20 +53,35 @@ def test_concurrent_calls_each_record_their_own_cold_start(monkeypatch):
         # the warm call finished first: records in order of finishing
         assert [r.cold for r in h.calls] == [False, True]
         assert h.stats()["docker"]["cold_starts"] == 1
-    finally:
-        h.undeploy()
 
 
-def test_a_fresh_target_counts_one_cold_start_however_many_calls_race_for_it(monkeypatch):
-    install(monkeypatch, "docker")
-
+def test_a_fresh_target_counts_one_cold_start_however_many_calls_race_for_it():
     def ident(x):
         return x
 
-    h = straightline.deploy(ident, target="docker", name="ident_first_answer")
-    try:
+    with fake_target("docker"), \
+            straightline.deploy(ident, target="docker", name="ident_first_answer") as h:
         assert h.map(range(64), chunksize=1, concurrency=16) == list(range(64))
         assert h.stats()["docker"]["cold_starts"] == 1
         assert sum(r.cold for r in h.calls) == 1
-    finally:
-        h.undeploy()
+
+
+def test_a_fake_target_stands_in_for_a_kind_and_the_real_one_comes_back():
+    real = targets.REGISTRY["lambda"]
+    with fake_target("lambda") as fake:
+        assert targets.target_class("lambda") is fake and targets.tier_of("lambda") == SERVERLESS
+        assert targets.probe("lambda").available
+    assert targets.REGISTRY["lambda"] is real and targets.target_class("lambda").__name__ == "LambdaTarget"
+
+
+def test_a_new_kind_registered_with_a_tier_is_placed_by_it():
+    def ident(x):
+        return x
+
+    straightline.configure(rate_threshold=0)   # every small request is "frequent, small"
+    with fake_target("faas", tier=SERVERLESS):
+        straightline.configure(targets=["local", "faas"])
+        with straightline.deploy(ident, sample=(1,), rate=10, name="ident_faas") as h:
+            assert h.placement.target == "faas"
+            assert h(2) == 2 and h.stats()["faas"]["calls"] == 1
+    assert "faas" not in targets.kinds()

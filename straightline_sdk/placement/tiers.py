@@ -26,6 +26,11 @@ def register_kind(kind: str, tier: str) -> None:
     _tier_of_kind[kind] = tier
 
 
+def forget_kind(kind: str) -> None:
+    """Undo ``register_kind`` (a kind registered for a while, e.g. in a test)."""
+    _tier_of_kind.pop(kind, None)
+
+
 def tier_of(kind: str) -> str:
     """The tier of a kind ("" for a kind nobody declared: never chosen unless pinned)."""
     return _tier_of_kind.get(kind) or (kind if kind in TIERS else "")

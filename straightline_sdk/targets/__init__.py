@@ -116,7 +116,9 @@ def probe(kind: str, options=None, *, fresh: bool = False) -> Probe:
         options = parse_options(kind, options)
     except OptionError as exc:
         return Probe(False, str(exc), hint="fix the option's name or value")
-    key = (kind, options)
+    # the registry entry is part of the key: a kind registered anew (a test's fake
+    # target, a plugin) never gets the probe result of the one it replaced
+    key = (kind, REGISTRY.get(kind), options)
     now = time.monotonic()
     cached = _probes.get(key)
     if cached and not fresh and now - cached[0] < _PROBE_TTL_S:

@@ -651,8 +651,8 @@ class LambdaTarget(Target):
 
     @classmethod
     def inventory(cls, options) -> list[dict]:
-        options = LambdaOptions.parse(options)
         """Lambda functions the SDK created in the configured region."""
+        options = LambdaOptions.parse(options)
         if not cls.probe(options).available:
             return []
         session = cls._make_session(options)
@@ -679,8 +679,8 @@ class LambdaTarget(Target):
 
     @classmethod
     def remove(cls, item: dict, options) -> None:
-        options = LambdaOptions.parse(options)
         """Delete one function ``inventory`` listed; only if the SDK's tag is still on it."""
+        options = LambdaOptions.parse(options)
         from botocore.exceptions import BotoCoreError, ClientError
         lam = cls._make_session(options).client("lambda")
         try:

@@ -1,7 +1,10 @@
 """The Docker target kind (tier: container).
 
-- target.py   DockerTarget: engine client, build, start or adopt, calls, inventory
-- options.py  DockerOptions: the options it takes, typed, with their defaults
+- target.py     DockerTarget: build (or find) the images, start or adopt the container, calls
+- engine.py     finding and talking to the engine, what it offers (probe, capacity)
+- records.py    the labels on what the SDK makes, the per-container token record
+- inventory.py  what `straightline ls` / `gc` see, and removing orphans
+- options.py    DockerOptions: the options it takes, typed, with their defaults
 
 The image build context itself is packaging/docker_context.py (shared with the
 benchmarks); the far side is the runtime's HTTP worker (runtime/worker.py).

@@ -20,7 +20,6 @@ Options: docker/options.py (``DockerOptions``: names, types, defaults).
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import json
 import logging
@@ -29,224 +28,34 @@ import os
 import secrets
 import signal
 import site
-import socket
 import sys
 import threading
 import time
-from urllib.parse import urlsplit
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from ...errors import CallTimeout, PackagingError, TargetFailure, TargetUnavailable
-from ...local_state import cache_dir, owner_alive, owner_tag, write_private
+from ...local_state import owner_alive, owner_tag, write_private
 from ...packaging import content_hash, docker_context
 from ...packaging.dependencies import capture, download_wheels
-from ...placement import MB, Limits
+from ...placement import Limits
 from ...runtime import wire
 from ..base import Probe, Reply, Target
-from .options import DockerOptions
 from ..http import WorkerClient, invoke_worker, open_stream, send_function, worker_health
+from . import inventory
+from .engine import (INSTALL_HINT, KIND, capacity as _capacity,
+                     client as _client, docker_sdk as _docker_sdk, engine_address,
+                     engine_info as _engine_info, gpu_runtime as _gpu_runtime,
+                     platform_of as _platform, remote_host, sdk_version as _sdk_version,
+                     short as _short)
+from .options import DockerOptions
+from .records import (LABEL_CONFIG, LABEL_DEPS, LABEL_HASH, LABEL_KEEP, LABEL_NAME, LABEL_OWNER,
+                      LABEL_ROLE, LABEL_SDK, deployment_path as _deployment_path,
+                      note_used as _note_used,
+                      forget_record as _forget_record, owners as _owners, read_json as _read_json,
+                      read_record as _read_record, write_record as _write_record)
 
-KIND = "docker"
 log = logging.getLogger("straightline")
-INSTALL_HINT = "pip install 'straightline-sdk[docker]'"
-
-# Labels on everything the SDK creates. Containers: role=worker; images: role=function
-# or role=dependencies. Nothing in them is secret.
-LABEL_ROLE = "straightline.role"
-LABEL_NAME = "straightline.name"        # the deployment's name
-LABEL_HASH = "straightline.hash"        # the image's content hash (containers: their image's)
-LABEL_DEPS = "straightline.deps"        # the dependencies image's content hash
-LABEL_CONFIG = "straightline.config"    # hash of content + name + resources + keep: adoptable?
-LABEL_OWNER = "straightline.owner"      # user@host:pid:start of the process that made it
-LABEL_KEEP = "straightline.keep"        # "true": outlives its owner on purpose
-LABEL_SDK = "straightline.sdk-version"
-ROLES = ("worker", "function", "dependencies")
-
-PROBE_TIMEOUT_S = 5
-API_TIMEOUT_S = 600           # image builds stream their output; a step may be quiet that long
-_LOCAL_HOSTS = ("", "localhost", "127.0.0.1", "::1")
-_START_ENGINE_HINT = ("start Docker (Docker Desktop, or `sudo systemctl start docker`; on these "
-                      "machines `bash scripts/setup-docker.sh`), or point DOCKER_HOST at an engine "
-                      "(ssh://user@host or tcp://host:2376)")
-_clients: dict = {}
-_clients_lock = threading.Lock()
-
-
-def _docker_sdk():
-    try:
-        import docker
-    except ImportError:
-        return None
-    return docker
-
-
-def engine_address(options: DockerOptions) -> str:
-    return options.docker_host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def remote_host(options: DockerOptions) -> str | None:
-    """The engine's host name when it is on another machine, else None."""
-    url = urlsplit(engine_address(options))
-    if url.scheme in ("tcp", "ssh", "http", "https") and (url.hostname or "") not in _LOCAL_HOSTS:
-        return url.hostname
-    return None
-
-
-def _sdk_version() -> str:
-    from ... import __version__
-    return __version__
-
-
-def _client(options: DockerOptions, timeout: int = API_TIMEOUT_S):
-    """A docker SDK client for the engine the options name (cached per address)."""
-    docker = _docker_sdk()
-    if docker is None:
-        raise TargetUnavailable("the docker Python SDK is not installed", target=KIND,
-                                hint=INSTALL_HINT)
-    address = options.docker_host
-    key = (address, os.environ.get("DOCKER_HOST"), timeout)
-    with _clients_lock:
-        client = _clients.get(key)
-    if client is not None:
-        return client
-    # ssh:// goes through the system's ssh unless paramiko is installed
-    kwargs = {"timeout": timeout, "use_ssh_client": importlib.util.find_spec("paramiko") is None}
-    try:
-        client = (docker.DockerClient(base_url=address, **kwargs) if address
-                  else docker.from_env(**kwargs))
-        client.ping()
-    except Exception as exc:
-        raise TargetUnavailable(
-            f"no Docker engine answers at {engine_address(options)}: {_short(exc)}", target=KIND,
-            hint=_START_ENGINE_HINT) from None
-    with _clients_lock:
-        _clients[key] = client
-    return client
-
-
-def _unix_socket_path(options: DockerOptions) -> str | None:
-    url = urlsplit(engine_address(options))
-    return url.path if url.scheme == "unix" and url.path else None
-
-
-def _engine_info(options: DockerOptions, timeout: float = PROBE_TIMEOUT_S) -> dict:
-    """The engine's ``docker info``. A local engine is asked over its socket
-    directly: a probe then costs milliseconds, where importing and connecting
-    the docker SDK costs ~0.2 s (on every deploy after a kernel restart)."""
-    path = _unix_socket_path(options)
-    if path is None:
-        return _client(options, timeout=int(timeout)).info()
-    conn = http.client.HTTPConnection("localhost", timeout=timeout)
-    try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(timeout)
-        conn.sock = sock
-        try:
-            sock.connect(path)
-            conn.request("GET", "/info")
-            response = conn.getresponse()
-            body = response.read()
-        except OSError as exc:
-            raise TargetUnavailable(
-                f"no Docker engine answers at {engine_address(options)}: {_short(exc)}", target=KIND,
-                hint=_START_ENGINE_HINT) from None
-        if response.status != 200:
-            raise TargetUnavailable(f"the Docker engine at {engine_address(options)} answered "
-                                    f"HTTP {response.status} to `docker info`", target=KIND)
-        return json.loads(body)
-    finally:
-        conn.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
-
-
-def _platform(info: dict) -> str:
-    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(info.get("Architecture", ""),
-                                                          info.get("Architecture", "x86_64"))
-    return f"{(info.get('OSType') or 'linux').lower()}/{machine}"
-
-
-def _gpu_runtime(info: dict) -> bool:
-    return "nvidia" in (info.get("Runtimes") or {})
-
-
-def _capacity(info: dict, options: DockerOptions) -> dict:
-    gpus = options.gpus if options.gpus is not None else (1 if _gpu_runtime(info) else 0)
-    return {"memory_mb": int(info.get("MemTotal", 0)) // MB or None,
-            "cpus": float(info.get("NCPU") or 0) or None, "gpus": gpus}
-
-
-# -- the per-container record: token and current user of the container ---------------
-
-def _record_path(container_id: str) -> str:
-    return os.path.join(cache_dir("docker", "workers"), f"{container_id}.json")
-
-
-def _read_record(container_id: str) -> dict | None:
-    return _read_json(_record_path(container_id)) if container_id else None
-
-
-def _write_record(container_id: str, token: str) -> None:
-    write_private(_record_path(container_id),
-                  json.dumps({"token": token, "owner": owner_tag()}).encode())
-
-
-def _forget_record(container_id: str) -> None:
-    try:
-        os.unlink(_record_path(container_id))
-    except OSError:
-        pass
-
-
-def _used_path(image: str) -> str:
-    digest = content_hash(image)[:32]
-    return os.path.join(cache_dir("docker", "used"), digest)
-
-
-def _note_used(image_id: str, tag: str) -> None:
-    """Note that a deployment started on (or reused) this image: ``straightline ls``
-    shows the last use, as the engine records none."""
-    for key in (image_id, tag):
-        if key:
-            try:
-                write_private(_used_path(key), str(time.time()).encode())
-            except OSError:
-                pass
-
-
-def _last_used(keys, created: str) -> str:
-    """When a deployment last started on or reused the image (its id or a tag),
-    else when it was made."""
-    times = []
-    for key in keys:
-        try:
-            times.append(os.path.getmtime(_used_path(key)))
-        except OSError:
-            pass
-    if times:
-        return time.strftime("%Y-%m-%d %H:%M", time.localtime(max(times)))
-    return (created or "")[:16].replace("T", " ")
-
-
-def _deployment_path(key: str) -> str:
-    return os.path.join(cache_dir("docker", "deployments"), f"{key[:32]}.json")
-
-
-def _read_json(path: str) -> dict | None:
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError):
-        return None
-
-
-def _owners(labels: dict, record: dict | None) -> list[str]:
-    return [o for o in (labels.get(LABEL_OWNER), (record or {}).get("owner")) if o]
-
 
 def _exit_reason(state: dict) -> str:
     if state.get("OOMKilled"):
@@ -830,76 +639,12 @@ class DockerTarget(Target):
                 "engine": engine_address(self.options), "reused_container": self.adopted,
                 "built": list(self.built), "concurrency": self.concurrency}
 
-    # -- what the CLI sees -----------------------------------------------------------
+    # -- what the CLI sees (inventory.py) ---------------------------------------------
 
     @classmethod
     def inventory(cls, options) -> list[dict]:
-        """SDK-labelled containers and images on the engine. Orphan: no live
-        process owns it (a container: neither its starter nor its current user
-        runs, and it is not keep=True; an image: no owned container or image
-        needs it, and the process that built it is gone). Owners on other
-        machines cannot be checked: their things never count as orphans."""
-        docker = _client(DockerOptions.parse(options), timeout=60)
-        items: list[dict] = []
-        needed_images: set[str] = set()
-        needed_deps: set[str] = set()
-        for c in docker.containers.list(all=True, filters={"label": LABEL_ROLE}):
-            labels = c.labels
-            if labels.get(LABEL_ROLE) != "worker":
-                continue
-            record = _read_record(c.id)
-            owners = _owners(labels, record)
-            keep = labels.get(LABEL_KEEP) == "true"
-            orphan = not keep and all(owner_alive(o) is False for o in owners)
-            if not orphan:
-                needed_images.add(c.attrs.get("Image", ""))
-                needed_deps.add(labels.get(LABEL_DEPS, ""))
-            items.append({"kind": KIND, "type": "container", "id": c.short_id,
-                          "name": labels.get(LABEL_NAME, ""), "owner": owners[-1] if owners else "",
-                          "orphan": orphan, "unused": orphan, "keep": keep, "state": c.status,
-                          "deployment": labels.get(LABEL_NAME, ""),
-                          "last_used": _last_used([c.attrs.get("Image", "")],
-                                                  c.attrs.get("Created", "")),
-                          "hash": labels.get(LABEL_HASH, "")[:12], "remove_order": 0})
-        images = [i for i in docker.images.list(filters={"label": LABEL_ROLE})
-                  if i.labels.get(LABEL_ROLE) in ("function", "dependencies")]
-        for image in sorted(images, key=lambda i: i.labels.get(LABEL_ROLE) != "function"):
-            labels = image.labels
-            owner = labels.get(LABEL_OWNER, "")
-            role = labels.get(LABEL_ROLE)
-            if role == "function":
-                needed = image.id in needed_images
-            else:
-                needed = labels.get(LABEL_HASH) in needed_deps
-            orphan = not needed and owner_alive(owner) is False
-            if role == "function" and not orphan:
-                needed_deps.add(labels.get(LABEL_DEPS, ""))
-            items.append({"kind": KIND, "type": f"{role} image", "id": image.short_id.split(":")[-1],
-                          "name": ", ".join(image.tags) or labels.get(LABEL_NAME, ""),
-                          "owner": owner, "orphan": orphan, "keep": False, "state": "",
-                          # no live or kept deployment's container runs it (gc --unused)
-                          "unused": not needed, "deployment": labels.get(LABEL_NAME, ""),
-                          "size": image.attrs.get("Size"),
-                          "last_used": _last_used([image.id, *image.tags],
-                                                  image.attrs.get("Created", "")),
-                          "hash": labels.get(LABEL_HASH, "")[:12], "tags": list(image.tags),
-                          "remove_order": 1 if role == "function" else 2})
-        return items
+        return inventory.inventory(options)
 
     @classmethod
     def remove(cls, item: dict, options) -> None:
-        docker = _client(DockerOptions.parse(options), timeout=60)
-        sdk = _docker_sdk()
-        try:
-            if item["type"] == "container":
-                container = docker.containers.get(item["id"])
-                container.remove(force=True)
-                _forget_record(container.id)
-            else:
-                for tag in item.get("tags") or [item["id"]]:
-                    docker.images.remove(tag)
-        except sdk.errors.NotFound:
-            pass
-        except sdk.errors.APIError as exc:
-            raise TargetUnavailable(f"the engine refused to remove {item['type']} {item['id']}: "
-                                    f"{exc.explanation or exc}", target=KIND) from None
+        inventory.remove(item, options)
