@@ -151,3 +151,24 @@ def test_a_generator_streams_from_the_container(engine):
             import time
             time.sleep(0.05)
     assert list(items) == ["second"]
+
+
+def _sleeper(version: str):
+    source = (f"def sleeper(seconds):\n    import time\n    time.sleep(seconds)\n"
+              f"    return {version!r}\n")
+    namespace: dict = {}
+    exec(compile(source, "<cell>", "exec"), namespace)
+    return namespace["sleeper"]
+
+
+def test_a_container_restarted_after_a_time_out_keeps_the_edited_function(engine):
+    name = f"editloop-restart-{os.urandom(3).hex()}"
+    limits = straightline.Resources(timeout_s=3)
+    salt = os.urandom(4).hex()
+    h = straightline.deploy(_sleeper(f"one-{salt}"), target="docker", name=name, resources=limits)
+    assert h(0) == f"one-{salt}"
+    assert straightline.deploy(_sleeper(f"two-{salt}"), target="docker", name=name,
+                               resources=limits) is h
+    with pytest.raises(straightline.CallTimeout):
+        h(30)
+    assert h(0) == f"two-{salt}"   # not the image's payload: the edit was sent again
