@@ -83,6 +83,7 @@ def test_gc_unused_removes_an_old_version_and_keeps_the_one_in_use(engine, capsy
     old = straightline.deploy(_version(salt, 2), target="docker", name=name)
     assert old(5) == 10
     old_image = _target(old).image_tag
+    old.undeploy()   # (a warm deployment would take the edit in place, building nothing)
     new = straightline.deploy(_version(salt, 3), target="docker", name=name)
     assert new(5) == 15
     new_image = _target(new).image_tag
