@@ -90,11 +90,18 @@ def measure(h, kind: str, sizes=SIZES, repeats: int = 9) -> CostCurve:
                concurrency=target.concurrency)
 
 
-def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9) -> Calibration:
+def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9, objective: str | None = None,
+              traffic=None, preset="this-machine") -> Calibration:
     """Measure ``h``'s available targets and set its thresholds F and D.
 
     Returns the Calibration (print it for the numbers behind the thresholds).
+    With ``objective="latency"`` or ``"cost"`` (and ``traffic``: h.calls by default,
+    a trace file or a whatif pattern), F and D are instead chosen by searching the
+    what-if simulator over a grid on that traffic, with the ``preset``'s tier models
+    (see docs/whatif.md); the basis explains the choice in words.
     """
+    if objective is not None or traffic is not None:
+        return _tune(h, objective or "latency", traffic, preset)
     if h.calibration is not None and not force:
         return h.calibration
     path = _cache_path(h.deploy_key)
@@ -122,6 +129,17 @@ def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9) -> Calib
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(result.to_json())
+    return result
+
+
+def _tune(h, objective: str, traffic, preset) -> Calibration:
+    from .whatif import tune_thresholds
+    tuned = tune_thresholds(h, traffic if traffic is not None else h.calls, objective=objective,
+                            preset=preset)
+    previous = h.calibration
+    result = Calibration(tuned.thresholds, dict(previous.curves) if previous is not None else {},
+                         time.time(), h.profile.runtime_s if h.profile else 0.0)
+    _apply(h, result)
     return result
 
 

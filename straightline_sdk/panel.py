@@ -77,6 +77,7 @@ class Panel:
         self.chart = widgets.HTML()
         self.last_calls = widgets.HTML()
         self.status = widgets.HTML()
+        self.whatif = widgets.HTML()      # the latest straightline.whatif(h, ...), when one was run
         self.pin = widgets.Dropdown(
             options=[("automatic placement", AUTOMATIC)] + [(f"pin to {k}", k) for k in deployment.allowed],
             value=deployment.pinned or AUTOMATIC, description="Placement:",
@@ -89,7 +90,7 @@ class Panel:
                                 layout=widgets.Layout(align_items="center"))
         self.widget = widgets.VBox(
             [self.title, self.placement, self.targets, self.thresholds, self.chart,
-             self.last_calls, controls],
+             self.last_calls, self.whatif, controls],
             layout=widgets.Layout(border="1px solid #d0d0d0", padding="6px 10px", max_width="900px"))
         self.widget.add_class("straightline-panel")
 
@@ -107,6 +108,11 @@ class Panel:
         self._thread = threading.Thread(target=self._run, name=f"straightline-panel-{deployment.name}",
                                         daemon=True)
         self._thread.start()
+
+    def show_whatif(self, result) -> None:
+        """Show a what-if result (predicted p95 and cost per policy) under the live view."""
+        self.whatif.value = (f'<div style="{_SECTION}">What if (predicted, {_esc(result.setup.name)} '
+                             f'preset, {len(result.traffic)} requests)</div>' + result.chart_svg())
 
     # -- updates ---------------------------------------------------------------
 

@@ -64,3 +64,18 @@ def profile_call(fn, args: tuple, kwargs: dict):
     if items is not None:   # the caller gets every item: those consumed, then the rest, here
         result = itertools.chain(items, result)
     return Profile(runtime, max(0, peak - base) / 2 ** 20, request_bytes, result_bytes), result
+
+
+@dataclass(frozen=True)
+class Unprofiled(Profile):
+    """The profile of a deployment whose calls are never run here (an Executor's, a
+    joblib session's): nothing measured ahead; each request's size and the rate are
+    measured as it is sent, which is all the policy's rule reads."""
+
+    runtime_s: float = 0.0
+    peak_memory_mb: float = 0.0
+    request_bytes: int = 0
+    result_bytes: int = 0
+
+    def __str__(self):
+        return "none: calls are not run here first; each request is measured as it is sent"

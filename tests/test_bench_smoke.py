@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.parametrize("script", ["placement", "overhead", "deploy", "paper"])
+@pytest.mark.parametrize("script", ["placement", "overhead", "deploy", "paper", "sklearn_joblib"])
 def test_benchmark_dry_run_writes_its_results(script, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STRAIGHTLINE_")}
     env["STRAIGHTLINE_CACHE_DIR"] = str(tmp_path / "cache")

@@ -290,14 +290,9 @@ class _Server(ThreadingHTTPServer):
 
 def _watch_parent(parent_pid: int) -> None:
     """Exit when the process that started us is gone, so no worker outlives its
-    notebook kernel, even one killed with SIGKILL."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except Exception:
-            pass
-
+    notebook kernel, even one killed with SIGKILL. Polled, not PR_SET_PDEATHSIG:
+    that signal fires when the *thread* that started us exits, and the router
+    starts workers from whichever thread first needs one (a map's, an executor's)."""
     def watch():
         while True:
             if os.getppid() != parent_pid:
