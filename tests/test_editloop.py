@@ -414,6 +414,13 @@ def test_packaging_a_large_capture_holds_at_most_one_extra_copy():
     assert peak - base < 1.5 * size    # the payload, and no second copy of the array
     assert {"numpy", "sklearn"} <= modules
     assert _scanned_modules(package.payload) == _unpickled_modules(package.payload)[1]
+    text = "x" * (2 * 1024 * 1024)   # a large str is read through, not cut short
+
+    def uses_text(x):
+        return len(text) + model.predict(x)[0]
+
+    mixed = package_function(uses_text, "mixed")
+    assert _scanned_modules(mixed.payload) == _unpickled_modules(mixed.payload)[1]
 
 
 def _first_then_wait(marker):

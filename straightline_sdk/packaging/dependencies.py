@@ -177,15 +177,21 @@ class _SkippingReader:
         self._data = data
         self._view = memoryview(data)
         self._pos = 0
+        self._last_op = b""
+
+    # BINBYTES, BINBYTES8, BYTEARRAY8: raw data nobody needs to see (a large str is read)
+    _SKIPPABLE = (b"B", b"\x8e", b"\x96")
 
     def read(self, n: int = -1):
         left = len(self._data) - self._pos
         n = left if n is None or n < 0 else min(n, left)
-        if n >= 64 * 1024:
+        if n >= 64 * 1024 and self._last_op in self._SKIPPABLE:
             self._pos += n
             return _Skipped(n)
         chunk = self._view[self._pos:self._pos + n].tobytes()
         self._pos += n
+        if n == 1:
+            self._last_op = chunk   # an opcode (or a one-byte argument: never before big data)
         return chunk
 
     def readline(self) -> bytes:
