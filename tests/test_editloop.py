@@ -498,3 +498,13 @@ def test_a_target_failure_quoting_the_functions_output_shows_no_secret(monkeypat
         h()
     assert "about to fail with" in str(info.value)   # the worker's last output is quoted
     assert SECRET not in str(info.value) and "[secret EDITLOOP_KEY]" in str(info.value)
+
+
+def test_the_panel_shows_no_secret(monkeypatch):
+    from tests.test_panel import all_widget_text, panel_of
+    monkeypatch.setenv("EDITLOOP_KEY", SECRET)
+    h = straightline.deploy(_read_env, target="local", name="panel-secret", env={"MODE": "x"},
+                            secrets=["EDITLOOP_KEY"])
+    assert h(["EDITLOOP_KEY"]) == {"EDITLOOP_KEY": SECRET}
+    panel_of(h).refresh()
+    assert SECRET not in all_widget_text(h.panel)
