@@ -31,6 +31,25 @@ def test_env_and_secrets_reach_the_ray_actor_and_its_tasks(ray_cluster, monkeypa
     assert secret not in repr(h) and secret.encode() not in h.spec.package.payload
 
 
+def _version(factor: int):
+    namespace: dict = {}
+    exec(compile(f"def scaled(x):\n    import os\n    return x * {factor}, os.getpid()\n",
+                 "<cell>", "exec"), namespace)
+    return namespace["scaled"]
+
+
+@pytest.mark.ray
+def test_an_edit_reaches_the_warm_actor_and_the_map_tasks(ray_cluster):
+    straightline.configure(options={"ray": {"address": ray_cluster}})
+    h = straightline.deploy(_version(2), target="ray", name="editloop-ray-swap")
+    value, pid = h(5)
+    assert value == 10
+    assert straightline.deploy(_version(3), target="ray", name="editloop-ray-swap") is h
+    value, same_pid = h(5)
+    assert value == 15 and same_pid == pid                     # the same actor, new code
+    assert [v for v, _ in h.map(range(3), chunksize=1)] == [0, 3, 6]   # tasks: new payload
+
+
 @pytest.mark.aws
 def test_env_and_secrets_reach_lambda_and_not_its_bundle_or_tags(aws, monkeypatch):
     secret = "lam-" + os.urandom(12).hex()
