@@ -29,7 +29,12 @@ def _inventories(kinds) -> tuple[list[dict], list[str]]:
             cls = target_class(kind)
             if cls is None:
                 continue
-            items += cls.inventory(settings().target_options(kind))
+            try:
+                items += cls.inventory(settings().target_options(kind))
+            except Exception:
+                # e.g. a container removed by someone else between the engine's list and
+                # its inspection: a second look sees a settled list
+                items += cls.inventory(settings().target_options(kind))
         except Exception as exc:   # one kind's engine being down must not hide the others
             problems.append(f"{kind}: {str(exc).splitlines()[0]}")
     return items, problems

@@ -99,8 +99,8 @@ def test_gc_unused_removes_an_old_version_and_keeps_the_one_in_use(engine, capsy
     engine.images.get(old_image)    # a dry run removes nothing
 
     assert cli.main(["gc", "--kind", "docker", "--unused", "--name", name, "--yes"]) == 0
-    out = capsys.readouterr().out
-    assert "will remove" in out and old_image in out
+    out, err = capsys.readouterr()
+    assert "will remove" in out and old_image in out, err
     with pytest.raises(docker_sdk.errors.ImageNotFound):
         engine.images.get(old_image)
     engine.images.get(new_image)    # the live deployment's image stays
