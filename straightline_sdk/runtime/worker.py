@@ -25,6 +25,7 @@ Once listening it prints ``STRAIGHTLINE_WORKER_READY port=N ports=N,M,...``.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import os
@@ -55,6 +56,7 @@ class _Headers(dict):
 class Worker:
     def __init__(self, fn, token: str, concurrency: int, name: str = "", pool: dict | None = None):
         self.fn = fn
+        self.function_hash = ""      # of the payload last sent to POST /function ("" : the one started with)
         self.token = token.encode()
         self.name = name
         self.concurrency = concurrency
@@ -191,6 +193,7 @@ class Handler(BaseHTTPRequestHandler):
         w = self.worker
         # concurrency: the whole pool's calls at once; threads: this process's
         self._send_json(200, {"ok": True, "function": w.name, "pid": os.getpid(),
+                              "function_hash": w.function_hash,
                               "python": execute.python_version(), "in_flight": w.in_flight,
                               "concurrency": w.concurrency * w.pool["processes"],
                               "threads": w.concurrency, "calls": w.calls, **w.pool})
@@ -214,6 +217,10 @@ class Handler(BaseHTTPRequestHandler):
             self._invoke(body)
         elif self.path == wire.JSON_PATH:
             self._invoke_json(body)
+        elif self.path == wire.STREAM_PATH:
+            self._stream(body)
+        elif self.path == wire.FUNCTION_PATH:
+            self._swap_function(body)
         else:
             self._send_json(404, {"error": f"no such endpoint: POST {self.path}"})
 
@@ -231,6 +238,49 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.worker.leave()
         self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)
+
+    def _swap_function(self, body):
+        """An edited function, swapped in without a restart: calls in flight finish
+        with the one they started with, the next call runs the new one."""
+        try:
+            fn = execute.load_function(bytes(body))
+        except Exception as exc:
+            self._send_json(422, {"error": f"the new function could not be loaded here "
+                                           f"({type(exc).__name__}: {exc})"})
+            return
+        w = self.worker
+        w.fn = fn
+        w.function_hash = hashlib.sha256(body).hexdigest()
+        self._send_json(200, {"ok": True, "function_hash": w.function_hash})
+
+    def _stream(self, body):
+        """A generator's items, each sent as it is produced; the connection closes after."""
+        if not self.worker.enter():
+            self._saturated()
+            return
+        records = None
+        try:
+            try:
+                records = execute.stream_call(self.worker.fn, body)
+            except Exception as exc:  # the request itself could not be read here
+                self._send_json(422, {"error": f"the request could not be unpickled on this "
+                                               f"target ({type(exc).__name__}: {exc})"})
+                return
+            self.close_connection = True
+            self.wfile.write((f"HTTP/1.1 200 OK\r\nContent-Type: {wire.STREAM_CONTENT_TYPE}\r\n"
+                              f"Connection: close\r\n\r\n").encode())
+            for segments in records:
+                if sum(map(len, segments)) <= _SMALL_RESPONSE:
+                    self.wfile.write(b"".join(segments))   # one write: one packet per small item
+                else:
+                    for segment in segments:
+                        self.wfile.write(segment)
+        except (BrokenPipeError, ConnectionError):
+            pass   # the client stopped reading (it left the loop): the generator is closed
+        finally:
+            if records is not None:
+                records.close()
+            self.worker.leave()
 
     def _invoke_json(self, body):
         try:

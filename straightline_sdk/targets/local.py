@@ -31,7 +31,8 @@ from ..placement import Limits
 from ..runtime import execute, pool, wire
 from .base import Probe, Reply, Target
 from .options import TargetOptions
-from .http import WorkerClient, invoke_worker, pool_client, worker_health
+from .http import (WorkerClient, invoke_worker, open_stream, pool_client, send_function,
+                   worker_health)
 
 
 def _available_memory_mb() -> int | None:
@@ -120,6 +121,7 @@ class LocalTarget(Target):
         ports = [listener.getsockname()[1] for listener in listeners]
         fds = [listener.fileno() for listener in listeners]
         env = dict(os.environ)
+        env.update(self.spec.environment())
         env.update({
             wire.TOKEN_ENV: self.spec.token,
             wire.FUNCTION_ENV: function_path,
@@ -190,6 +192,27 @@ class LocalTarget(Target):
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
         return Reply(body, cold=self._first_answer())
+
+    def swap(self, spec) -> bool:
+        client = self.client
+        if client is None or self._dir is None:
+            return False
+        send_function(client, spec.package.payload, what="the local worker")
+        # a worker started again later (after a time-out) starts with the new one
+        path = os.path.join(self._dir, "function.pkl")
+        fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(spec.package.payload)
+        os.replace(f"{path}.new", path)
+        self.spec = spec
+        return True
+
+    def stream(self, segments, total, timeout):
+        client = self.client
+        if client is None:
+            raise TargetFailure("the local worker is not deployed", target=self.kind)
+        return open_stream(client, segments, total, timeout, what="the local worker",
+                           dead=lambda: self._dead_worker(grace_s=0.2))
 
     def _replace_worker(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function
