@@ -508,3 +508,46 @@ def test_the_panel_shows_no_secret(monkeypatch):
     assert h(["EDITLOOP_KEY"]) == {"EDITLOOP_KEY": SECRET}
     panel_of(h).refresh()
     assert SECRET not in all_widget_text(h.panel)
+
+
+# -- an edit reaches every process of a worker pool (issue 12's pools) --------------------
+
+POOLED = """
+import os, time
+
+def which(x):
+    t0 = time.thread_time()
+    while time.thread_time() - t0 < 0.02:   # CPU work: the pool spreads the map
+        pass
+    return os.getpid(), VERSION
+"""
+
+
+def test_an_edit_reaches_every_process_of_the_pool_and_a_process_forked_again(tmp_path):
+    import signal
+
+    import psutil
+
+    straightline.configure(options={"local": {"processes": 2}})
+    one, _ = _cell(tmp_path, "VERSION = 1\n" + POOLED, "one.py")
+    h = straightline.deploy(one["which"], target="local", name="edit-pool")
+    local = h.deployed_targets["local"]
+    assert local.processes == 2
+    before = h.map(range(24))
+    assert {version for _, version in before} == {1}
+    two, _ = _cell(tmp_path, "VERSION = 2\n" + POOLED, "two.py")
+    h2 = straightline.deploy(two["which"], target="local", name="edit-pool")
+    assert h2 is h and h.deployed_targets["local"].pid == local.pid   # swapped, not restarted
+    supervisor = psutil.Process(local.pid)
+    children = {c.pid for c in supervisor.children()}
+    after = h.map(range(24))
+    assert {version for _, version in after} == {2}              # no process kept the old code
+    assert {pid for pid, _ in after} <= children and len({pid for pid, _ in after}) == 2
+    # a process that dies is forked again from the supervisor: it serves the edit too
+    victim = supervisor.children()[0]
+    os.kill(victim.pid, signal.SIGKILL)
+    assert wait_until(lambda: len(supervisor.children()) == 2 and victim.pid not in
+                      {c.pid for c in supervisor.children()})
+    again = h.map(range(24))
+    assert {version for _, version in again} == {2}
+    h.undeploy()

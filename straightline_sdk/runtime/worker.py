@@ -32,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -57,6 +58,7 @@ class Worker:
     def __init__(self, fn, token: str, concurrency: int, name: str = "", pool: dict | None = None):
         self.fn = fn
         self.function_hash = ""      # of the payload last sent to POST /function ("" : the one started with)
+        self.swap_file = ""          # where a swapped payload is kept for the pool's re-forked processes
         self.token = token.encode()
         self.name = name
         self.concurrency = concurrency
@@ -249,6 +251,12 @@ class Handler(BaseHTTPRequestHandler):
                                            f"({type(exc).__name__}: {exc})"})
             return
         w = self.worker
+        if w.swap_file:   # a process of the pool forked again later starts with this one
+            try:
+                _write_private(w.swap_file, bytes(body))
+            except OSError as exc:
+                self._send_json(500, {"error": f"the new function could not be kept ({exc})"})
+                return
         w.fn = fn
         w.function_hash = hashlib.sha256(body).hexdigest()
         self._send_json(200, {"ok": True, "function_hash": w.function_hash})
@@ -329,10 +337,21 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole (a reader sees the old or the new file), owner-only."""
+    part = f"{path}.{os.getpid()}.part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(part, path)
+
+
 def serve(fn, *, token: str, host: str = "127.0.0.1", port: int = 0, concurrency: int = 4,
           name: str = "", listen_fd: int | None = None, ready=None, listener: socket.socket | None = None,
-          pool: dict | None = None) -> _Server:
-    handler = type("BoundHandler", (Handler,), {"worker": Worker(fn, token, concurrency, name, pool)})
+          pool: dict | None = None, swap_file: str = "") -> _Server:
+    worker = Worker(fn, token, concurrency, name, pool)
+    worker.swap_file = swap_file
+    handler = type("BoundHandler", (Handler,), {"worker": worker})
     if listener is None and listen_fd is not None:
         listener = socket.socket(fileno=listen_fd)
     if listener is None:
@@ -362,18 +381,40 @@ def main() -> None:
     threads = int(os.environ.get(wire.THREADS_ENV) or os.environ.get(wire.CONCURRENCY_ENV) or 4)
     name = os.environ.get(wire.NAME_ENV, "")
 
+    # an edited function (POST /function) reaches one process at a time: the client
+    # sends it to each, and each keeps it here so that a process forked again (after
+    # one died) serves the edited function, not the one the supervisor loaded
+    swap_file = ""
+    if len(listeners) > 1:
+        swap_file = os.path.join(tempfile.gettempdir(), f"straightline-swap-{os.getpid()}.pkl")
+
     def serve_one(index: int) -> None:
         for i, sock in enumerate(listeners):
             if i != index:
                 sock.close()   # each process answers on its own address only
-        serve(fn, token=token, concurrency=threads, name=name, listener=listeners[index],
-              pool={"process": index, "processes": len(listeners), "ports": ports}).serve_forever()
+        served, function_hash = fn, ""
+        if swap_file and os.path.exists(swap_file):
+            with open(swap_file, "rb") as f:
+                payload = f.read()
+            served, function_hash = execute.load_function(payload), hashlib.sha256(payload).hexdigest()
+        server = serve(served, token=token, concurrency=threads, name=name, listener=listeners[index],
+                       pool={"process": index, "processes": len(listeners), "ports": ports},
+                       swap_file=swap_file)
+        server.RequestHandlerClass.worker.function_hash = function_hash
+        server.serve_forever()
 
     print(f"{READY_LINE} port={ports[0]} ports={','.join(map(str, ports))}", flush=True)
     if len(listeners) == 1:
         serve_one(0)   # no fork: the process that loaded the function serves it
     else:
-        pool.prefork(len(listeners), serve_one)
+        pool.prefork(len(listeners), serve_one, cleanup=lambda: _remove(swap_file))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _listeners() -> list[socket.socket]:
