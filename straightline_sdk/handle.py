@@ -105,7 +105,8 @@ class Deployment:
         except StraightLineError as exc:   # e.g. a target's failure quoting the function's output
             raise redact_error(exc, self.spec.secrets)
         ok, value, meta = call_output.split(outcomes[0])
-        call_output.show(meta, decision.target, locate=self._locate_code)
+        call_output.show(meta, decision.target, locate=self._locate_code,
+                         redact=self._redact_output())
         if ok:
             return iter(value) if self.spec.package.is_generator else value
         raise self._rebuild(value, decision.target)
@@ -253,7 +254,8 @@ class Deployment:
                                     with bar.printing():   # a terminal bar steps aside for the lines
                                         call_output.show(meta, decision.target,
                                                          index=first_index + i + j,
-                                                         locate=self._locate_code)
+                                                         locate=self._locate_code,
+                                                         redact=self._redact_output())
                                 if ok:
                                     results[i + j] = value
                                 else:
@@ -494,6 +496,10 @@ class Deployment:
                                                    by_name=code_locations(self.fn))
         return self._code_locations
 
+    def _redact_output(self):
+        """What takes a secret's value out of printed output (None: no secrets)."""
+        return self.spec.secrets.redact if self.spec.secrets else None
+
     def _locate_code(self, filename: str, lineno: int, name: str, code: tuple) -> str:
         return self._code_index().locate(filename, lineno, name, code)
 
@@ -552,22 +558,33 @@ def redact_error(exc: BaseException, secrets: SecretValues) -> BaseException:
 
 
 def _redacted(info: dict, secrets: SecretValues) -> dict:
-    """An error_info with no secret's value in it. An exception whose text holds
-    one is not rebuilt as its own object (its arguments would carry the value):
-    a RemoteError with the redacted text stands in."""
+    """An error_info with no secret's value in it. An exception whose text, args or
+    attributes hold one is not rebuilt as its own object (they would carry the
+    value): a RemoteError with the redacted text stands in. Its chain too."""
+    def leaks(data) -> bool:
+        try:
+            return data is not None and secrets.redact_bytes(data) != data
+        except Exception:
+            return True
+
     message = info.get("message", "")
     clean = secrets.redact(message)
     frames = [(f, n, name, secrets.redact(line or "")) for f, n, name, line in info.get("frames", ())]
     info = {**info, "message": clean, "frames": frames}
-    if clean != message:
+    if "args_repr" in info:
+        info["args_repr"] = secrets.redact(info["args_repr"] or "")
+    if info.get("attribute_reprs"):
+        info["attribute_reprs"] = {k: secrets.redact(v) for k, v in info["attribute_reprs"].items()}
+    attributes = info.get("attributes") or {}
+    if clean != message or leaks(info.get("args")) or any(leaks(v) for v in attributes.values()):
         info["exception"] = None
-    elif info.get("exception"):
-        try:
-            leaked = secrets.redact_bytes(info["exception"]) != info["exception"]
-        except Exception:
-            leaked = True
-        if leaked:
-            info["exception"] = None
+        if "class" in info:   # the exception in parts (runtime/errors.py): not rebuilt
+            info["class"], info["args"], info["attributes"] = None, None, {}
+    elif leaks(info.get("exception")):
+        info["exception"] = None
+    for link in ("cause", "context"):
+        if info.get(link):
+            info[link] = _redacted(info[link], secrets)
     return info
 
 # -- live deployments ------------------------------------------------------------

@@ -383,8 +383,8 @@ class Router:
                 rerun = None
             try:
                 target = self._targets.get(kind) or self.ensure_deployed(kind)
-                watch = call_output.streams.watch(target, stream_id, kind, self._locate_code) \
-                    if stream_id else None
+                watch = call_output.streams.watch(target, stream_id, kind, self._locate_code,
+                                                  self._redact) if stream_id else None
                 t0 = time.perf_counter()
                 try:
                     reply = (target.invoke_chunk if chunk else target.invoke)(
@@ -447,6 +447,11 @@ class Router:
                 self._service_s[kind] = latency / n if old is None else 0.8 * old + 0.2 * latency / n
             self.last_decision = decision
             return outcomes, decision
+
+    def _redact(self, text: str) -> str:
+        """A secret's value taken out of a running call's printed output."""
+        secrets = getattr(self.spec, "secrets", None)
+        return secrets.redact(text) if secrets else text
 
     def stream(self, calls: list):
         """One call of a generator function, streamed: (outcomes iterator, decision),
