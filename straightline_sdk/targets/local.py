@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -33,6 +34,9 @@ from .base import Probe, Reply, Target
 from .options import TargetOptions
 from .http import (WorkerClient, invoke_worker, open_stream, pool_client, send_function,
                    worker_health)
+
+
+_POOL_EXIT = re.compile(r"straightline worker: process \d+ \(pid \d+\) exited with")
 
 
 def _available_memory_mb() -> int | None:
@@ -85,6 +89,7 @@ class LocalTarget(Target):
         # the older `concurrency` option is a number of calls at once: held to exactly
         self.concurrency = min(self.processes * self.threads, self.options.concurrency or 1 << 30)
         self.proc: subprocess.Popen | None = None
+        self._last_pool_exit = ""   # the pool death last reported (see _dead_worker)
         self.client: WorkerClient | None = None
         self._dir: str | None = None
         self._replace_lock = threading.Lock()
@@ -179,6 +184,17 @@ class LocalTarget(Target):
                 f"the local worker for {self.spec.name!r} has exited (exit code "
                 f"{self.proc.returncode}). Its last output:\n{self.logs(20)}",
                 target=self.kind, hint="redeploy, or let the router fail over")
+        if self.proc is not None and self.processes > 1:
+            # a pool's process that died is forked again by the supervisor, which lives
+            # on: its note in the log says so, once per death (the pid tells them apart)
+            tail = self.logs(20)
+            exits = [line for line in tail.splitlines() if _POOL_EXIT.search(line)]
+            if exits and exits[-1] != self._last_pool_exit:
+                self._last_pool_exit = exits[-1]
+                return TargetFailure(
+                    f"a process of the local worker pool for {self.spec.name!r} exited during "
+                    f"the call (another was started). Its last output:\n{tail}",
+                    target=self.kind, hint="the function ended its process (os._exit, a crash)")
         return None
 
     def invoke(self, segments, total, timeout):
