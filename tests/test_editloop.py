@@ -551,3 +551,18 @@ def test_an_edit_reaches_every_process_of_the_pool_and_a_process_forked_again(tm
     again = h.map(range(24))
     assert {version for _, version in again} == {2}
     h.undeploy()
+
+
+def _print_secret():
+    import os as _os
+    print("the key is", _os.environ["EDITLOOP_KEY"])
+    return 1
+
+
+def test_what_a_call_prints_is_shown_in_the_cell_without_the_secret(monkeypatch, capsys):
+    monkeypatch.setenv("EDITLOOP_KEY", SECRET)
+    h = straightline.deploy(_print_secret, target="local", name="secret-printed",
+                            secrets=["EDITLOOP_KEY"])
+    assert h() == 1
+    out = capsys.readouterr().out
+    assert "the key is [secret EDITLOOP_KEY]" in out and SECRET not in out
