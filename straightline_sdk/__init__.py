@@ -8,6 +8,7 @@
     predict(x)                 # runs on the target the StraightLine policy chose
     predict.map(xs)            # many calls, concurrently, results in order
     predict.submit(x)          # a concurrent.futures.Future
+    await predict.aio(x)       # awaited (a notebook's loop, asyncio.run)
     print(predict.placement)   # where, and why
 
     with straightline.Executor(targets=["local"]) as ex:    # concurrent.futures, placed
@@ -17,11 +18,14 @@
 
 from .api import deploy
 from .calibration import Calibration, calibrate
+from .cancel import CallCancelled
 from .config import configure, settings
 from .errors import (CallTimeout, PackagingError, PayloadTooLarge, PlacementError, RemoteError,
                      StraightLineError, TargetFailure, TargetUnavailable)
+from .environment import SecretMissing
 from .executor import Executor
 from .handle import Deployment, Sample, deployments
+from .packaging.payload import LargeCaptureWarning
 from .resources import Resources
 from .whatif import whatif
 
@@ -41,5 +45,6 @@ __all__ = [
     "deploy", "calibrate", "whatif", "Calibration", "configure", "settings", "deployments", "Deployment", "Sample", "Resources",
     "StraightLineError", "PackagingError", "PlacementError", "PayloadTooLarge",
     "TargetUnavailable", "TargetFailure", "RemoteError", "CallTimeout",
+    "CallCancelled", "SecretMissing", "LargeCaptureWarning",
     "Executor", "register_joblib", "joblib_deployment",
 ]

@@ -7,7 +7,9 @@ import functools
 
 from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
+from .environment import applied, check_env, resolve_secrets
 from .packaging import content_hash, package_function
+from .packaging.identity import default_name
 from .resources import Resources
 from .targets import deploy_options as validate_options
 
@@ -16,7 +18,7 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
            targets=None, requirements=None, resources: Resources | None = None,
            name: str | None = None, keep: bool = False, idempotent: bool = True,
            prewarm: bool = False, calibrate: bool = False, capture_output: bool = True,
-           options: dict | None = None):
+           options: dict | None = None, env: dict | None = None, secrets=None):
     """Deploy ``fn`` where the StraightLine policy places it; returns its handle.
 
     sample       arguments of one representative call, ``(x,)`` or ``Sample(x, k=1)``:
@@ -27,7 +29,8 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     targets      the targets allowed (default: configure(targets=...), i.e. local, docker).
     requirements extra pip requirements for images and bundles ("pkg==1.2").
     resources    Resources(memory_mb=, cpus=, gpus=, timeout_s=).
-    name         defaults to the function's qualified name.
+    name         defaults to the function's qualified name (a partial: the wrapped
+                 function's, with "-partial"); the same in every process.
     keep         leave Docker/Lambda/Ray deployments running after this process exits.
     idempotent   may a call be re-run on another target when its target failed
                  mid-call? (default True; False gives at-most-once delivery)
@@ -40,20 +43,33 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     capture_output  bring what a call prints (stdout, stderr, warnings, log records
                  at this process's root logger level) back and print it in the
                  calling cell, tagged with where it ran (default True).
+    env          {"NAME": "value"}: plain settings put in the target's environment.
+    secrets      ["API_KEY", ...]: read from this process's environment, else a .env
+                 file, now; handed to the target at start, never serialized, stored
+                 or shown. A changed value restarts the target, rebuilding nothing.
+
+    A generator function's calls return an iterator of its items. ``async def``
+    functions are awaited on the far side (use ``await h.aio(x)`` here).
 
     Deploying again under the same name with the same content and options
-    (re-running a notebook cell) returns the live deployment unchanged.
+    (re-running a notebook cell) returns the live deployment unchanged; content
+    is the code's meaning, so a comment or blank line added redeploys nothing.
     """
     if fn is None:
         return functools.partial(deploy, sample=sample, rate=rate, target=target, targets=targets,
                                  requirements=requirements, resources=resources, name=name,
                                  keep=keep, idempotent=idempotent, prewarm=prewarm,
                                  calibrate=calibrate, capture_output=capture_output,
-                                 options=options)
+                                 options=options, env=env, secrets=secrets)
     if not callable(fn):
         raise TypeError(f"deploy() takes a function, not a {type(fn).__qualname__}")
     options = validate_options(options, target)
-    name = name or getattr(fn, "__qualname__", None) or repr(fn)
+    name = name or default_name(fn)
+    env_pairs = check_env(env)
+    secret_values = resolve_secrets(secrets)
+    both = sorted(set(dict(env_pairs)) & set(secret_values))
+    if both:
+        raise ValueError(f"{', '.join(both)} given both in env and in secrets: name each once")
     resources = resources or Resources()
     sample = Sample.of(sample) if sample is not None else None
     package = package_function(fn, name)
@@ -63,25 +79,45 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
         arg_modules = {type(v).__module__.partition(".")[0]
                        for v in (*sample.args, *sample.kwargs.values())} - {"builtins"}
         package = dataclasses.replace(package, module_names=package.module_names | arg_modules)
-    key = content_hash(package.content_hash, repr(resources), repr(sorted(requirements or ())),
-                       repr(target), repr(tuple(targets) if targets else None), repr(keep),
-                       repr(idempotent), repr(capture_output), repr(sorted(
-                           (kind, sorted(opts.items(), key=repr)) for kind, opts in options.items())))
+    # everything but the code: when only the code changed, the running targets take
+    # the edited function in place (no restart, no image build)
+    setting = content_hash(repr(resources), repr(sorted(requirements or ())), repr(target),
+                           repr(tuple(targets) if targets else None), repr(keep),
+                           repr(idempotent), repr(capture_output), repr(sorted(
+                               (kind, sorted(opts.items(), key=repr)) for kind, opts in options.items())),
+                           repr(env_pairs), secret_values.fingerprint(),
+                           repr(package.is_generator))
+    key = content_hash(package.meaning_hash, setting)
     existing = live(name)
     if existing is not None:
-        if existing.deploy_key == key and all(t.health()[0] for t in existing.deployed_targets.values()):
-            return existing  # the same cell run again: nothing to build, nothing to start
+        healthy = all(t.health()[0] for t in existing.deployed_targets.values())
+        if existing.deploy_key == key and healthy:
+            # the same cell run again, or its lines moved: nothing to build, nothing to start
+            existing.adopt_edit(fn)
+            return existing
+        if healthy and existing.setting_key == setting:
+            profile = None
+            if sample is not None:   # before the swap: a sample that fails changes nothing
+                from .profile import profile_call
+                with applied(env_pairs, secret_values):
+                    profile = profile_call(fn, sample.args, sample.kwargs)[0]
+            if existing.swap_function(fn, package, key):
+                if profile is not None:
+                    existing.set_profile(profile)
+                return existing
         existing.undeploy()
     dep = Deployment(fn, package, rate=rate, target=target, targets=targets,
                      requirements=requirements, resources=resources, keep=keep,
                      idempotent=idempotent, deploy_key=key, capture_output=capture_output,
-                     options=options)
+                     options=options, env=env_pairs, secrets=secret_values)
+    dep.setting_key = setting
     functools.update_wrapper(dep, fn, updated=())
     register(dep)
     try:
         if sample is not None:
             from .profile import profile_call
-            profile, _ = profile_call(fn, sample.args, sample.kwargs)
+            with applied(env_pairs, secret_values):   # the sample sees what the target will
+                profile, _ = profile_call(fn, sample.args, sample.kwargs)
             dep.set_profile(profile)
         if sample is not None or target is not None:
             dep.deploy_initial()
@@ -89,7 +125,8 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
             dep.prewarm()
         if calibrate:
             run_calibration(dep)
-    except BaseException:
+    except BaseException as exc:
         dep.undeploy()
-        raise
+        from .handle import redact_error
+        raise redact_error(exc, secret_values)
     return dep

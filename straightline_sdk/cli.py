@@ -3,6 +3,8 @@
     straightline ls            every container, image, function... the SDK made, per target kind
     straightline gc            remove the orphans among them (no live deployment owns them)
     straightline gc --dry-run  say what gc would remove
+    straightline gc --unused   also remove images (and Lambda functions' leftovers) that no
+                               live or kept deployment uses: old versions of your functions
     straightline config        the settings in force, and where each came from
 
 Only things the SDK labelled or tagged are listed, and gc removes orphans and
@@ -27,16 +29,31 @@ def _inventories(kinds) -> tuple[list[dict], list[str]]:
             cls = target_class(kind)
             if cls is None:
                 continue
-            items += cls.inventory(settings().target_options(kind))
+            try:
+                items += cls.inventory(settings().target_options(kind))
+            except Exception:
+                # e.g. a container removed by someone else between the engine's list and
+                # its inspection: a second look sees a settled list
+                items += cls.inventory(settings().target_options(kind))
         except Exception as exc:   # one kind's engine being down must not hide the others
             problems.append(f"{kind}: {str(exc).splitlines()[0]}")
     return items, problems
 
 
+def _cell(item: dict, column: str) -> str:
+    value = item.get(column.replace(" ", "_"))
+    if column in ("orphan", "unused"):
+        return "yes" if value else "no"
+    if column == "size":
+        from .placement import human_bytes
+        return human_bytes(value) if isinstance(value, (int, float)) else ""
+    return "" if value is None else str(value)
+
+
 def _table(items: list[dict]) -> str:
-    columns = ("kind", "type", "id", "name", "state", "owner", "orphan")
-    rows = [[str(item.get(c, "")) if c != "orphan" else ("yes" if item.get("orphan") else "no")
-             for c in columns] for item in items]
+    columns = ("kind", "type", "id", "name", "size", "last used", "state", "owner", "orphan",
+               "unused")
+    rows = [[_cell(item, c) for c in columns] for item in items]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in rows]
@@ -55,10 +72,20 @@ def _gc(args) -> int:
     items, problems = _inventories(args.kind or list(REGISTRY))
     for problem in problems:
         print(f"(skipped {problem})", file=sys.stderr)
-    orphans = sorted((i for i in items if i.get("orphan")), key=lambda i: i.get("remove_order", 0))
+    orphans = sorted((i for i in items if (i.get("orphan") or (args.unused and i.get("unused")))
+                      and _named(i, args.name)),
+                     key=lambda i: i.get("remove_order", 0))
     if not orphans:
-        print("no orphans: nothing to remove")
+        print("nothing unused: nothing to remove" if args.unused else "no orphans: nothing to remove")
         return 0
+    if args.unused and not args.dry_run:
+        print(f"will remove {len(orphans)} item(s) no live or kept deployment uses:")
+        for item in orphans:
+            print(f"  {item['kind']} {item['type']} {item['id']} ({item.get('name') or '-'})")
+        if sys.stdin.isatty() and not args.yes:
+            if input("remove them? [y/N] ").strip().lower() not in ("y", "yes"):
+                print("nothing removed")
+                return 0
     failed = 0
     for item in orphans:
         what = f"{item['kind']} {item['type']} {item['id']} ({item.get('name') or '-'})"
@@ -73,6 +100,14 @@ def _gc(args) -> int:
         else:
             print(f"removed {what}")
     return 1 if failed else 0
+
+
+def _named(item: dict, patterns) -> bool:
+    """Whether the item belongs to a deployment matching one of ``patterns`` (globs)."""
+    if not patterns:
+        return True
+    import fnmatch
+    return any(fnmatch.fnmatchcase(item.get("deployment") or "", p) for p in patterns)
 
 
 _SECRET_WORDS = ("token", "secret", "password", "passwd", "credential", "key")
@@ -134,6 +169,12 @@ def main(argv=None) -> int:
     ls = sub.add_parser("ls", help="list what the SDK made, on every target kind")
     gc = sub.add_parser("gc", help="remove what no live deployment owns")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    gc.add_argument("--unused", action="store_true",
+                    help="also images no live or kept deployment uses (old function versions), "
+                         "not only orphans")
+    gc.add_argument("--name", action="append",
+                    help="only what belongs to deployments with this name (a glob; repeatable)")
+    gc.add_argument("--yes", "-y", action="store_true", help="do not ask before removing")
     config = sub.add_parser("config", help="the settings in force and where each came from")
     config.add_argument("--all", action="store_true",
                         help="also the target options left at their defaults")

@@ -8,14 +8,17 @@ here; where each request goes and what happens there is the Router's
 from __future__ import annotations
 
 import atexit
+import functools
 import logging
 import sys
 import threading
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from .config import settings
-from .errors import PlacementError
+from .environment import SecretValues, applied, environment_bytes
+from .errors import PlacementError, StraightLineError
 from .packaging import FunctionPackage
+from .packaging.identity import translate_frames
 from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
 from .profile import Profile, profile_call
 from . import output as call_output
@@ -55,16 +58,22 @@ class Deployment:
 
     def __init__(self, fn, package: FunctionPackage, *, rate: float | None, target: str | None,
                  targets, requirements, resources: Resources, keep: bool, idempotent: bool,
-                 deploy_key: str, capture_output: bool = True, options: dict | None = None):
+                 deploy_key: str, capture_output: bool = True, options: dict | None = None,
+                 env: tuple = (), secrets: SecretValues | None = None):
         self.fn = fn
+        self._deployed_fn = fn      # the function whose payload the targets run (see adopt_edit)
+        self._line_map: dict = {}
         self.name = package.name
         self.deploy_key = deploy_key
+        self.setting_key = ""       # deploy()'s hash of everything but the code (see swap_function)
         self.declared_rate = float(rate or 0.0)
         self.keep = keep
         allowed = tuple(targets) if targets else ((target,) if target else settings().targets)
+        self.router_allowed = allowed
         if target is not None and target not in allowed:
             raise PlacementError(f"target={target!r} is not among targets={list(allowed)}")
-        self.spec = DeploySpec(package, resources, tuple(requirements or ()), keep=keep)
+        self.spec = DeploySpec(package, resources, tuple(requirements or ()), keep=keep,
+                               env=tuple(env), secrets=secrets or SecretValues())
         self.telemetry = Telemetry()
         self.profile: Profile | None = None
         self.calibration = None
@@ -76,6 +85,7 @@ class Deployment:
                              locate_code=self._locate_code)
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        self._async_executor: ThreadPoolExecutor | None = None
         self._code_locations: dict | None = None   # built at the first remote error
         self._panel = None
 
@@ -86,12 +96,91 @@ class Deployment:
             result = self._profile_first_call(args, kwargs)
             if result is not _NOT_PROFILED:
                 return result
-        outcomes, decision = self.router.send([(args, kwargs)], 1)
+        try:
+            if self.spec.package.is_generator:
+                streamed = self.router.stream([(args, kwargs)])
+                if streamed is not None:
+                    return self._items(*streamed)
+            outcomes, decision = self.router.send([(args, kwargs)], 1)
+        except StraightLineError as exc:   # e.g. a target's failure quoting the function's output
+            raise redact_error(exc, self.spec.secrets)
         ok, value, meta = call_output.split(outcomes[0])
-        call_output.show(meta, decision.target, locate=self._locate_code)
+        call_output.show(meta, decision.target, locate=self._locate_code,
+                         redact=self._redact_output())
         if ok:
-            return value
+            return iter(value) if self.spec.package.is_generator else value
         raise self._rebuild(value, decision.target)
+
+    def _items(self, outcomes, decision):
+        """A streamed call's items, as they arrive; its error raised where it came."""
+        try:
+            for ok, value in outcomes:
+                if not ok:
+                    raise self._rebuild(value, decision.target)
+                yield value
+        finally:
+            outcomes.close()   # left early: the connection closes, the far side's generator stops
+
+    async def aio(self, *args, **kwargs):
+        """``await h.aio(x)``: the call, awaited (same arguments as ``h(x)``). Works
+        in a notebook's running event loop and under ``asyncio.run``; cancelling
+        the awaiting task cancels the call as Ctrl-C does."""
+        from . import aio
+        return await aio.call(self, args, kwargs)
+
+    async def amap(self, *iterables, kwargs: dict | None = None,
+                   return_exceptions: bool = False) -> list:
+        """``await h.amap(xs)``: every item's result in input order, like ``map``;
+        at most as many calls in flight as ``map`` would run."""
+        from . import aio
+        return await aio.amap(self, iterables, kwargs, return_exceptions)
+
+    def amap_iter(self, *iterables, kwargs: dict | None = None, return_exceptions: bool = False,
+                  ordered: bool = True):
+        """``async for r in h.amap_iter(xs)``: results as they come (input order
+        unless ``ordered=False``); the iterable is consumed as results are taken."""
+        from . import aio
+        return aio.amap_iter(self, iterables, kwargs, return_exceptions, ordered)
+
+    def _async_pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._async_executor is None:
+                self._async_executor = ThreadPoolExecutor(
+                    max_workers=self.router.map_concurrency(),
+                    thread_name_prefix=f"straightline-aio-{self.name}")
+            return self._async_executor
+
+    def swap_function(self, fn, package, deploy_key: str) -> bool:
+        """An edited function, swapped into every deployed target without a restart
+        or an image build; False when a target cannot (the caller redeploys).
+        The rate, the telemetry and the panel carry on."""
+        from dataclasses import replace
+        spec = replace(self.spec, package=package)
+        with self.router._deploy_lock:
+            for kind, target in self.router.deployed.items():
+                try:
+                    if not target.swap(replace(spec, options=target.spec.options)):
+                        return False
+                except Exception as exc:   # e.g. the payload does not load there
+                    log.info("%s: swapping the edited function into the %s target failed (%s); "
+                             "redeploying", self.name, kind, str(exc).splitlines()[0])
+                    return False
+            self.spec = self.router.spec = spec
+        self.fn = self._deployed_fn = fn
+        self._line_map, self._code_locations = {}, None
+        self.deploy_key = deploy_key
+        functools.update_wrapper(self, fn, updated=())
+        self.router.set_features(self._static_features())
+        return True
+
+    def adopt_edit(self, fn) -> None:
+        """``fn`` means the same as the deployed function but its lines moved (a
+        comment or blank line added): keep the deployment, run ``local`` with
+        the new one, and point remote tracebacks at the lines as they are now."""
+        from .packaging.identity import line_map
+        self.fn = fn
+        self._line_map = line_map(self._deployed_fn, fn)
+        self._code_locations = None
 
     def map(self, *iterables, kwargs: dict | None = None, return_exceptions: bool = False,
             chunksize: int | None = None, concurrency: int | None = None,
@@ -165,7 +254,8 @@ class Deployment:
                                     with bar.printing():   # a terminal bar steps aside for the lines
                                         call_output.show(meta, decision.target,
                                                          index=first_index + i + j,
-                                                         locate=self._locate_code)
+                                                         locate=self._locate_code,
+                                                         redact=self._redact_output())
                                 if ok:
                                     results[i + j] = value
                                 else:
@@ -317,15 +407,16 @@ class Deployment:
             kept = router.output_log.tail(kind, tail)
             text = "\n".join(part for part in (text, kept) if part)
             text = "\n".join(text.splitlines()[-tail:])
-        return text
+        return self.spec.secrets.redact(text)
 
     def undeploy(self) -> None:
         """Tear down every target this deployment started. Idempotent."""
         deployed = self.router.close()
         if deployed is None:
             return
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        for executor in (self._executor, self._async_executor):
+            if executor is not None:
+                executor.shutdown(wait=False, cancel_futures=True)
         for kind, target in deployed.items():
             self.router.keep_final_log(kind, target)
             try:
@@ -381,8 +472,26 @@ class Deployment:
             result_bytes=p.result_bytes if p else 0, runtime_s=p.runtime_s if p else 0.0,
             peak_memory_mb=p.peak_memory_mb if p else 0.0, memory_mb=r.memory_mb, cpus=r.cpus,
             gpus=r.gpus, timeout_s=r.timeout_s, python=sys.version_info[:2],
-            package_mb=len(self.spec.package.payload) / MB,
+            package_mb=(len(self.spec.package.payload) + self._dependencies_bytes()) / MB,
+            env_bytes=environment_bytes(self.spec.env, self.spec.secrets),
+            generator=self.spec.package.is_generator,
         )
+
+    def _dependencies_bytes(self) -> int:
+        """The dependency set's unzipped size, for Lambda's 250 MB limit (only when
+        Lambda is allowed: capturing the set costs a moment), before any upload."""
+        if "lambda" not in self.router_allowed:
+            return 0
+        cached = getattr(self, "_deps_bytes", None)
+        if cached is None or cached[0] != self.spec.package.content_hash:
+            from .packaging.dependencies import capture, installed_size_bytes
+            try:
+                size = installed_size_bytes(capture(None, self.spec.package, self.spec.requirements))
+            except Exception as exc:   # the deploy reports it; placement goes on without it
+                log.debug("%s: the dependency set's size is unknown: %s", self.name, exc)
+                size = 0
+            cached = self._deps_bytes = (self.spec.package.content_hash, size)
+        return cached[1]
 
     def plan(self) -> Plan:
         """The placement Plan in force (the policy prepared for this deployment)."""
@@ -395,10 +504,17 @@ class Deployment:
                                                    by_name=code_locations(self.fn))
         return self._code_locations
 
+    def _redact_output(self):
+        """What takes a secret's value out of printed output (None: no secrets)."""
+        return self.spec.secrets.redact if self.spec.secrets else None
+
     def _locate_code(self, filename: str, lineno: int, name: str, code: tuple) -> str:
         return self._code_index().locate(filename, lineno, name, code)
 
     def _rebuild(self, info: dict, target: str) -> BaseException:
+        info = translate_frames(info, self._line_map)
+        if self.spec.secrets:
+            info = _redacted(info, self.spec.secrets)
         return rebuild_exception(info, target, self._code_index())
 
     def deploy_target(self, kind: str) -> Target:
@@ -415,7 +531,8 @@ class Deployment:
             if self.profile is not None:
                 return _NOT_PROFILED
             try:
-                profile, result = profile_call(self.fn, tuple(args), dict(kwargs))
+                with applied(self.spec.env, self.spec.secrets):
+                    profile, result = profile_call(self.fn, tuple(args), dict(kwargs))
             except Exception as exc:
                 if capture:
                     return exc
@@ -435,6 +552,48 @@ class Deployment:
 
 
 _NOT_PROFILED = object()
+
+
+def redact_error(exc: BaseException, secrets: SecretValues) -> BaseException:
+    """The SDK's own error with no secret's value in its text (a target's failure
+    may quote the function's output)."""
+    if secrets and exc.args:
+        text = str(exc)
+        clean = secrets.redact(text)
+        if clean != text:
+            exc.args = (clean,)
+    return exc
+
+
+def _redacted(info: dict, secrets: SecretValues) -> dict:
+    """An error_info with no secret's value in it. An exception whose text, args or
+    attributes hold one is not rebuilt as its own object (they would carry the
+    value): a RemoteError with the redacted text stands in. Its chain too."""
+    def leaks(data) -> bool:
+        try:
+            return data is not None and secrets.redact_bytes(data) != data
+        except Exception:
+            return True
+
+    message = info.get("message", "")
+    clean = secrets.redact(message)
+    frames = [(f, n, name, secrets.redact(line or "")) for f, n, name, line in info.get("frames", ())]
+    info = {**info, "message": clean, "frames": frames}
+    if "args_repr" in info:
+        info["args_repr"] = secrets.redact(info["args_repr"] or "")
+    if info.get("attribute_reprs"):
+        info["attribute_reprs"] = {k: secrets.redact(v) for k, v in info["attribute_reprs"].items()}
+    attributes = info.get("attributes") or {}
+    if clean != message or leaks(info.get("args")) or any(leaks(v) for v in attributes.values()):
+        info["exception"] = None
+        if "class" in info:   # the exception in parts (runtime/errors.py): not rebuilt
+            info["class"], info["args"], info["attributes"] = None, None, {}
+    elif leaks(info.get("exception")):
+        info["exception"] = None
+    for link in ("cause", "context"):
+        if info.get(link):
+            info[link] = _redacted(info[link], secrets)
+    return info
 
 # -- live deployments ------------------------------------------------------------
 

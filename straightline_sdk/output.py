@@ -109,10 +109,11 @@ def _name_files(text: str, locate) -> str:
 
 
 def show(meta: dict, where: str, index: int | None = None, out=None, err=None,
-         locate=None) -> None:
+         locate=None, redact=None) -> None:
     """Print one call's captured output, in order, each line tagged (what was
     already printed while the call ran, ``meta["streamed"]``, is skipped).
-    ``locate`` (remote.CodeIndex.locate) names the files of shipped code."""
+    ``locate`` (remote.CodeIndex.locate) names the files of shipped code;
+    ``redact`` (SecretValues.redact) takes a secret's value out of what is printed."""
     chunks = meta.get("output")
     if chunks and meta.get("streamed"):
         chunks = _skip(chunks, meta["streamed"])
@@ -129,6 +130,8 @@ def show(meta: dict, where: str, index: int | None = None, out=None, err=None,
                 last.flush()
             if locate is not None and "<dynamic-code:" in text:
                 text = _name_files(text, locate)
+            if redact is not None:
+                text = redact(text)
             stream.write(_tagged(text, tag))
             last = stream
         if truncated:
@@ -157,10 +160,11 @@ def _tagged(text: str, tag: str) -> str:
 
 class _Watch:
     __slots__ = ("target", "stream_id", "where", "due", "printed", "stopped", "lock", "context",
-                 "locate")
+                 "locate", "redact")
 
-    def __init__(self, target, stream_id: str, where: str, locate=None):
+    def __init__(self, target, stream_id: str, where: str, locate=None, redact=None):
         self.locate = locate
+        self.redact = redact
         self.target = target
         self.stream_id = stream_id
         self.where = where
@@ -182,8 +186,8 @@ class StreamWatcher:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def watch(self, target, stream_id: str, where: str, locate=None) -> _Watch:
-        w = _Watch(target, stream_id, where, locate)
+    def watch(self, target, stream_id: str, where: str, locate=None, redact=None) -> _Watch:
+        w = _Watch(target, stream_id, where, locate, redact)
         with self._lock:
             self._watches.append(w)   # no wake-up: the thread looks every STREAM_EVERY_S
             if self._thread is None:
@@ -240,7 +244,7 @@ class StreamWatcher:
                     break
                 kept.append((stream, part[:cut - seen]))
                 seen += len(part)
-            w.context.run(show, {"output": kept}, w.where, locate=w.locate)
+            w.context.run(show, {"output": kept}, w.where, locate=w.locate, redact=w.redact)
             w.printed += cut
 
 

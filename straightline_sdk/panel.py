@@ -230,6 +230,7 @@ class Panel:
         for w, value in values.items():
             if token and token in value:  # never show a deployment's secret, whatever a target says
                 value = value.replace(token, "•••")
+            value = dep.spec.secrets.redact(value)   # nor a value of deploy(secrets=[...])
             if w.value != value:  # unchanged values are not sent to the front end
                 w.value = value
         wanted = dep.pinned or AUTOMATIC

@@ -7,12 +7,17 @@ same run and is therefore an upper bound.
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import time
 import tracemalloc
 from dataclasses import dataclass
 
 from .protocol import encode_request
 from .runtime import wire
+
+#: a generator's sample run consumes at most this many items (its stream may be endless)
+PROFILE_ITEMS = 3
 
 
 @dataclass(frozen=True)
@@ -46,7 +51,8 @@ def _run_queue_wait() -> float:
 def profile_call(fn, args: tuple, kwargs: dict):
     """Run ``fn(*args, **kwargs)`` here once; returns (Profile, result).
 
-    The function's own exception propagates: a sample that fails is the user's
+    A generator is run for its first few items only (PROFILE_ITEMS); its
+    result is then an iterator over all of them. The function's own exception propagates: a sample that fails is the user's
     to see before anything is deployed.
     """
     _, request_bytes = encode_request([(args, kwargs)])
@@ -58,8 +64,11 @@ def profile_call(fn, args: tuple, kwargs: dict):
     q0 = _run_queue_wait()
     c0 = time.thread_time()
     t0 = time.perf_counter()
+    items = None
     try:
         result = fn(*args, **kwargs)
+        if inspect.isgenerator(result):
+            items = list(itertools.islice(result, PROFILE_ITEMS))
         runtime = time.perf_counter() - t0
         cpu = time.thread_time() - c0
         cpu_wait = max(0.0, _run_queue_wait() - q0)
@@ -68,9 +77,11 @@ def profile_call(fn, args: tuple, kwargs: dict):
         if started_tracing:
             tracemalloc.stop()
     try:
-        _, result_bytes = wire.encode([(True, result)])
+        _, result_bytes = wire.encode([(True, result if items is None else items[:1])])
     except Exception:
         result_bytes = 0  # reported when a real call tries to send it back
+    if items is not None:   # the caller gets every item: those consumed, then the rest, here
+        result = itertools.chain(items, result)
     return Profile(runtime, max(0, peak - base) / 2 ** 20, request_bytes, result_bytes, cpu,
                    min(cpu_wait, runtime)), result
 

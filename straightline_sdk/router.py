@@ -417,8 +417,8 @@ class Router:
                     except Exception as exc:   # the kind's SDK (docker, boto, ray) raised
                         raise TargetUnavailable(f"deploying to {kind} failed: {type(exc).__name__}: "
                                                 f"{exc}", target=kind) from exc
-                watch = call_output.streams.watch(target, stream_id, kind, self._locate_code) \
-                    if stream_id else None
+                watch = call_output.streams.watch(target, stream_id, kind, self._locate_code,
+                                                  self._redact) if stream_id else None
                 t0 = time.perf_counter()
                 try:
                     reply = (target.invoke_chunk if chunk else target.invoke)(
@@ -551,6 +551,48 @@ class Router:
         with self._cond:
             self._hand_on(kind, state)
 
+    def _redact(self, text: str) -> str:
+        """A secret's value taken out of a running call's printed output."""
+        secrets = getattr(self.spec, "secrets", None)
+        return secrets.redact(text) if secrets else text
+
+    def stream(self, calls: list):
+        """One call of a generator function, streamed: (outcomes iterator, decision),
+        or None when the chosen target cannot stream or could not start the stream
+        (the caller then uses ``send``, which fails over)."""
+        self.check_open()
+        segments, total = encode_request(calls)
+        rate = self.rate.observe(count=1)
+        plan = self._plan or self.plan()
+        if self._down_until:
+            self._recover_targets(time.monotonic())
+        decision = plan.decide(rate, total, self.thresholds, batch=1)
+        kind = decision.target
+        state = plan.states[kind]
+        with self._cond:
+            state.in_flight += 1
+        started = False
+        try:
+            target = self._targets.get(kind) or self.ensure_deployed(kind)
+            t0 = time.perf_counter()
+            outcomes = target.stream(segments, total, self.spec.resources.timeout_s)
+            if outcomes is None:
+                return None
+        except (TargetFailure, TargetUnavailable) as exc:
+            log.debug("%s: streaming from %s could not start (%s); sending the call instead",
+                      self.name, kind, str(exc).splitlines()[0])
+            return None
+        else:
+            started = True
+        finally:
+            if not started:
+                self._release_slot(kind, state)
+        self.last_decision = decision
+        return self._recorded_stream(outcomes, decision, state, total, t0), decision
+
+    def _recorded_stream(self, outcomes, decision, state, total: int, t0: float):
+        return _RecordedStream(self, outcomes, decision, state, total, t0)
+
     def _may_retry(self, exc: TargetFailure) -> bool:
         return not exc.may_have_run or self.idempotent
 
@@ -625,3 +667,51 @@ class Router:
         else:
             self._down_by_probe.add(kind)
             self._down_until[kind] = time.monotonic() + RECHECK_S
+
+
+class _RecordedStream:
+    """A streamed call's outcomes; when it ends (exhausted, failed, left early or
+    dropped unread) the target's slot is given back and the call recorded, once."""
+
+    def __init__(self, router: Router, outcomes, decision: Decision, state: TargetState,
+                 total: int, t0: float):
+        self._router, self._outcomes, self._decision = router, outcomes, decision
+        self._state, self._total, self._t0 = state, total, t0
+        self._outcome = "ok"
+        self._ended = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            ok, value = next(self._outcomes)
+        except StopIteration:
+            self.close()
+            raise
+        except BaseException:
+            self._outcome = "failed"
+            self.close()
+            raise
+        if not ok:
+            self._outcome = "error"
+        return ok, value
+
+    def close(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        close = getattr(self._outcomes, "close", None)
+        if close is not None:
+            close()
+        router, decision = self._router, self._decision
+        router._release_slot(decision.target, self._state)
+        router.telemetry.record(decision.target, branch=decision.branch,
+                                fell_back=decision.fell_back, items=1, request_bytes=self._total,
+                                latency_s=time.perf_counter() - self._t0, outcome=self._outcome)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -70,6 +70,21 @@ class DependencySet:
         return iter(self.pins)
 
 
+def installed_size_bytes(deps: DependencySet) -> int:
+    """The unzipped size of the dependency set as installed here (from each
+    distribution's RECORD): what a Lambda bundle or layer of it would hold, known
+    before anything is downloaded or uploaded. A pin not installed here counts 0."""
+    total = 0
+    for name in deps.names:
+        try:
+            files = metadata.distribution(name).files or ()
+        except metadata.PackageNotFoundError:
+            continue
+        for f in files:
+            total += f.size or 0
+    return total
+
+
 # -- which modules -------------------------------------------------------------------
 
 def _imports_in_code(code: types.CodeType, found: set[str]) -> None:
@@ -140,9 +155,106 @@ def _unpickled_modules(payload: bytes):
     return fn, found
 
 
+#: over this a payload is not loaded again to list its modules (that would hold a
+#: second copy of everything it captured): its opcodes are read instead
+_SCAN_ABOVE = 16 * 1024 * 1024
+
+
+class _Skipped:
+    """Stands in for a large bytes argument that was skipped, not read."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class _SkippingReader:
+    """The payload as a file for pickletools: large byte strings are skipped."""
+
+    def __init__(self, data: bytes):
+        self._data = data
+        self._view = memoryview(data)
+        self._pos = 0
+        self._last_op = b""
+
+    # BINBYTES, BINBYTES8, BYTEARRAY8: raw data nobody needs to see (a large str is read)
+    _SKIPPABLE = (b"B", b"\x8e", b"\x96")
+
+    def read(self, n: int = -1):
+        left = len(self._data) - self._pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n >= 64 * 1024 and self._last_op in self._SKIPPABLE:
+            self._pos += n
+            return _Skipped(n)
+        chunk = self._view[self._pos:self._pos + n].tobytes()
+        self._pos += n
+        if n == 1:
+            self._last_op = chunk   # an opcode (or a one-byte argument: never before big data)
+        return chunk
+
+    def readline(self) -> bytes:
+        end = self._data.find(b"\n", self._pos)
+        end = len(self._data) if end < 0 else end + 1
+        chunk = self._view[self._pos:end].tobytes()
+        self._pos = end
+        return chunk
+
+    def tell(self) -> int:
+        return self._pos
+
+
+def _scanned_modules(payload: bytes) -> set[str]:
+    """The modules a payload's classes and functions come from, and those
+    cloudpickle re-imports by name, read from its opcodes without loading it
+    (what _RecordingUnpickler notes, with no copy of the captured data)."""
+    import pickletools
+    found: set[str] = set()
+    memo: dict = {}
+    recent: list = [None, None]     # the last two values pushed (strings, else None)
+    subimport_next = False
+    string_ops = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING",
+                  "BINSTRING", "SHORT_BINSTRING"}
+    try:
+        for opcode, arg, _ in pickletools.genops(_SkippingReader(payload)):
+            name = opcode.name
+            if name in string_ops:
+                value = arg if isinstance(arg, str) else None
+                recent = [recent[-1], value]
+                if subimport_next and value:
+                    found.add(value.partition(".")[0])
+                    subimport_next = False
+            elif name == "MEMOIZE":
+                memo[len(memo)] = recent[-1]
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = recent[-1]
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                recent = [recent[-1], memo.get(arg)]
+            elif name in ("STACK_GLOBAL", "GLOBAL"):
+                module, attr = (recent[-2], recent[-1]) if name == "STACK_GLOBAL" \
+                    else (arg.split(" ", 1) + [""])[:2]
+                if module:
+                    found.add(module.partition(".")[0])
+                    subimport_next = attr == "subimport" and module.startswith("cloudpickle")
+                recent = [recent[-1], None]
+            elif name not in ("FRAME", "PROTO", "MARK"):
+                recent = [recent[-1], None]
+                if name == "REDUCE":
+                    subimport_next = False
+    except Exception as exc:   # an unreadable stretch: what was found still helps
+        log.debug("could not read the payload's opcodes: %s", exc)
+    found.discard("")
+    return found
+
+
 def needed_modules(fn, package: FunctionPackage) -> set[str]:
     """Top-level module names the function needs at run time (any origin)."""
-    loaded, names = _unpickled_modules(package.payload)
+    if len(package.payload) > _SCAN_ABOVE:
+        names = _scanned_modules(package.payload)
+        loaded = package.function
+    else:
+        loaded, names = _unpickled_modules(package.payload)
     fn = fn if fn is not None else loaded
     names |= set(package.module_names)
     if fn is not None:

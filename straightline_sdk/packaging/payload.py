@@ -9,16 +9,20 @@ thereby enters the content hash, and editing them redeploys.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import os
 import sys
 import sysconfig
 import types
+import warnings
 from dataclasses import dataclass, field
 
 import cloudpickle
 
 from ..errors import PackagingError
+from . import identity
 
 _INSTALLED_ROOTS = tuple(
     os.path.realpath(p) for p in {
@@ -37,6 +41,11 @@ class FunctionPackage:
     content_hash: str
     local_modules: tuple[str, ...] = ()
     module_names: frozenset = field(default_factory=frozenset)  # top-level modules it refers to
+    meaning_hash: str = ""      # what the code does, not where its lines sit (identity.py)
+    is_generator: bool = False  # calls return an iterator of items (generator functions)
+    # the function itself, in this process (never shipped): what dependency capture
+    # reads instead of loading a large payload a second time
+    function: object = field(default=None, compare=False, repr=False)
 
     def __repr__(self):
         return f"<FunctionPackage {self.name} {self.content_hash[:12]} {len(self.payload)} B>"
@@ -145,16 +154,74 @@ def package_function(fn, name: str) -> FunctionPackage:
         cloudpickle.register_pickle_by_value(mod)
     try:
         payload = cloudpickle.dumps(fn, protocol=5)
+        meaning = identity.meaning_hash(fn) if len(payload) < _MEANING_BY_PAYLOAD_ABOVE else ""
     except Exception as exc:
         raise PackagingError(_describe_failure(fn, exc)) from exc
     finally:
         for mod in local:
             cloudpickle.unregister_pickle_by_value(mod)
+    if len(payload) >= LARGE_CAPTURE_BYTES:
+        warn_large_capture(fn, name, len(payload))
+    digest = content_hash(payload)
     tops = {m.__name__.partition(".")[0] for m in referenced_modules(fn)}
     return FunctionPackage(
-        name=name, payload=payload, content_hash=content_hash(payload),
+        name=name, payload=payload, content_hash=digest,
         local_modules=tuple(sorted(m.__name__ for m in local)), module_names=frozenset(tops),
+        meaning_hash=meaning or content_hash("payload", payload), is_generator=is_generator(fn),
+        function=fn,
     )
+
+
+#: captured state over this is worth a word: it travels with every deploy of every edit
+LARGE_CAPTURE_BYTES = 16 * 1024 * 1024
+# Over this the meaning is not hashed separately (a second pickling pass of the
+# captured data would cost more than it saves): the payload's own hash stands in.
+_MEANING_BY_PAYLOAD_ABOVE = 64 * 1024 * 1024
+_warned_large: set[tuple[str, str]] = set()
+
+
+class LargeCaptureWarning(UserWarning):
+    """A deployed function carries a lot of captured state in its payload."""
+
+
+def captured_sizes(fn) -> list[tuple[str, int]]:
+    """(label, pickled bytes) of what the function captures, biggest first."""
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    sizes = [(label, identity.pickled_size(value)) for label, value in referenced_objects(inner).items()
+             if not isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))]
+    if isinstance(fn, functools.partial):
+        sizes += [(f"partial argument {i}", identity.pickled_size(v)) for i, v in enumerate(fn.args)]
+        sizes += [(f"partial keyword '{k}'", identity.pickled_size(v)) for k, v in fn.keywords.items()]
+    return sorted(sizes, key=lambda item: -item[1])
+
+
+def warn_large_capture(fn, name: str, payload_bytes: int) -> None:
+    """Once per deployment name and biggest culprit: name what makes the payload big."""
+    biggest = [(label, size) for label, size in captured_sizes(fn) if size >= 1024 * 1024][:3]
+    key = (name, biggest[0][0] if biggest else "")
+    if key in _warned_large:
+        return
+    _warned_large.add(key)
+    mb = 1024 * 1024
+    named = ", ".join(f"{label} ({size / mb:.0f} MB)" for label, size in biggest) or \
+        "data reached through the function's globals"
+    warnings.warn(
+        f"{name!r} carries {payload_bytes / mb:.0f} MB of captured state: {named}. It is "
+        f"serialized and shipped with every deploy of every edit. Pass it as an argument, "
+        f"or load it inside the function (from a file or URL the target can read).",
+        LargeCaptureWarning, stacklevel=4)
+
+
+def is_generator(fn) -> bool:
+    """Whether calling fn gives a generator (sync or async): such a call's items
+    are what the user wants back, not the generator object."""
+    inner = fn
+    while isinstance(inner, functools.partial):
+        inner = inner.func
+    inner = getattr(inner, "__wrapped__", inner) if not inspect.isgeneratorfunction(inner) else inner
+    return inspect.isgeneratorfunction(inner) or inspect.isasyncgenfunction(inner)
 
 
 def __getattr__(name):

@@ -33,6 +33,12 @@ def violation(features: Features, limits: Limits) -> str | None:
         return f"needs {features.cpus:g} CPUs > {limits.cpus:g} available"
     if limits.max_package_mb is not None and features.package_mb > limits.max_package_mb:
         return f"bundle {features.package_mb:.0f} MB unzipped > limit {limits.max_package_mb:.0f} MB"
+    if limits.max_env_bytes is not None and features.env_bytes > limits.max_env_bytes:
+        return (f"environment (env + secrets) {human_bytes(features.env_bytes)} > limit "
+                f"{human_bytes(limits.max_env_bytes)}")
+    if features.generator and not limits.streams:
+        return ("a generator function: this target answers a call only once it has returned, "
+                "so its items cannot stream back as they are produced")
     return None
 
 

@@ -28,6 +28,8 @@ class Features:
     python: tuple[int, int] = (3, 11)
     batch: int = 1                  # items sent together (a map's chunk)
     package_mb: float = 0.0         # unzipped size of the function's bundle (Lambda's limit)
+    env_bytes: int = 0              # size of the environment handed to the target (env + secrets)
+    generator: bool = False         # a generator function: its items stream back
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class Limits:
     gpus: int = 0
     pythons: frozenset | None = None    # (major, minor) pairs the target can run
     max_package_mb: float | None = None
+    max_env_bytes: int | None = None    # the environment variables it can be given
+    streams: bool = True                # can send a call's items back as they are produced
     sources: tuple[str, ...] = ()       # where these numbers come from
     notes: tuple[str, ...] = ()         # how the kind will run calls, for the reasons (e.g. insecure)
 

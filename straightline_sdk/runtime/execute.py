@@ -6,6 +6,8 @@ and fails the same way wherever it runs.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import pickle
 import sys
@@ -76,9 +78,9 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
             try:
                 if capture_on:
                     with capture.capturing(log_level, limit, tee_all, stream_id) as output:
-                        value = fn(*args, **kwargs)
+                        value = settle(fn(*args, **kwargs))
                 else:
-                    value = fn(*args, **kwargs)
+                    value = settle(fn(*args, **kwargs))
                 outcome = [True, value, meta]
             except ProcessExit as exc:
                 info = error_info(SystemExit(exc.code), kind="exit", skip_frames=1)
@@ -111,6 +113,70 @@ def format_error(info: dict) -> str:
             lines.append(f"    {line}\n")
     lines.append(f"{info.get('type', 'Exception')}: {info.get('message', '')}\n")
     return "".join(lines)
+
+
+def settle(value):
+    """What a call's result is worth sending: a generator's items (the client
+    hands them back as an iterator), an ``async def``'s awaited value."""
+    if inspect.isgenerator(value):
+        return list(value)
+    if inspect.iscoroutine(value):
+        return asyncio.run(value)
+    if inspect.isasyncgen(value):
+        async def drain():
+            return [item async for item in value]
+        return asyncio.run(drain())
+    return value
+
+
+def stream_call(fn, body):
+    """The records of one call's stream (wire.stream_record): an item record per
+    item as the generator produces it, then done, or an error record. Lazy: the
+    generator runs only as fast as the records are sent (the socket's back
+    pressure keeps memory bounded for a long stream). The request is read now,
+    so one that cannot be unpickled raises here, before anything is sent."""
+    message = wire.decode(body)
+    (args, kwargs), = message
+    return _records(fn, args, kwargs)
+
+
+def _records(fn, args, kwargs):
+    items = None
+    _in_call.active = True      # os._exit in the generator ends the stream, not the worker
+    try:
+        result = fn(*args, **kwargs)
+        if inspect.isasyncgen(result):
+            items = _drive_async(result)
+        elif inspect.isgenerator(result):
+            items = result
+        else:
+            items = iter([settle(result)])
+        for item in items:
+            segments, total = encode_outcomes([(True, item)])
+            yield wire.stream_record(wire.STREAM_ITEM, segments, total)
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        # the user's error (an exit included) ends the stream; the worker lives on
+        segments, total = wire.encode([(False, error_info(exc, skip_frames=1))])
+        yield wire.stream_record(wire.STREAM_ERROR, segments, total)
+        return
+    finally:
+        _in_call.active = False
+        if items is not None and hasattr(items, "close"):
+            items.close()   # the client went away: the generator's finally blocks run
+    yield wire.stream_record(wire.STREAM_DONE)
+
+
+def _drive_async(agen):
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield loop.run_until_complete(agen.__anext__())
+            except StopAsyncIteration:
+                return
+    finally:
+        loop.run_until_complete(agen.aclose())
+        loop.close()
 
 
 def encode_outcomes(outcomes: list) -> tuple[list, int]:

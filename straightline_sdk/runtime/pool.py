@@ -145,7 +145,7 @@ def pool_size(cpus: float, *, waits: bool | None, peak_memory_mb: float = 0.0,
     return wanted, threads, note
 
 
-def prefork(count: int, serve_one) -> None:
+def prefork(count: int, serve_one, cleanup=None) -> None:
     """Run ``serve_one(index)`` in ``count`` forked processes and supervise them:
     a process that dies is forked again (from this one, which still holds the
     loaded function); SIGTERM stops them all. Does not return."""
@@ -200,11 +200,15 @@ def prefork(count: int, serve_one) -> None:
             print(f"straightline worker: process {index} (pid {pid}) was killed for lack of "
                   f"memory; stopping the pool", file=sys.stderr, flush=True)
             stop()
+            if cleanup is not None:
+                cleanup()
             os._exit(137)
         print(f"straightline worker: process {index} (pid {pid}) exited with {code}; starting "
               f"another", file=sys.stderr, flush=True)
         time.sleep(0.05)   # a process that dies at once must not spin
         start(index)
+    if cleanup is not None:
+        cleanup()
     os._exit(0)
 
 

@@ -60,6 +60,10 @@ class FunctionHost:
         """What a running call has written so far (see capture.read_stream)."""
         return capture.read_stream(stream_id, offset)
 
+    def swap(self, key: str, payload: bytes) -> None:
+        """An edited function: the next call runs it (calls in flight finish with theirs)."""
+        self.fn = _function(key, payload)
+
     def ping(self) -> dict:
         return {"pid": os.getpid(), "python": execute.python_version()}
 

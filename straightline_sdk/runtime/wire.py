@@ -43,6 +43,9 @@ JSON_PATH = "/json"          # POST {"args": [...], "kwargs": {...}}, get {"resu
 HEALTH_PATH = "/health"      # GET: {"ok": true, ...}
 OUTPUT_PATH = "/output"      # GET ?id=<stream id>&offset=<n>: a running call's output so far
 OPENAPI_PATH = "/openapi.json"   # GET: the JSON door described (OpenAPI 3.1)
+FUNCTION_PATH = "/function"  # POST a new payload: the worker runs it from the next call on
+STREAM_PATH = "/stream"      # POST a request frame of one call, get its items as they come
+STREAM_CONTENT_TYPE = "application/x-straightline-stream"
 
 # The environment a worker is started with (the local target, the Docker image).
 TOKEN_ENV = "STRAIGHTLINE_TOKEN"                  # the deployment's key (never on the wire)
@@ -137,3 +140,25 @@ def decode(data):
         segments.append(view[offset:offset + length])
         offset += length + _pad(length)
     return pickle.loads(segments[0], buffers=segments[1:])
+
+
+# -- streams: a generator's items as they are produced (POST /stream) ----------------
+#
+# The response body is a run of records, then the connection closes:
+#   kind (1 byte) | u64 length | a response frame of one outcome
+# kind b"I": an item (or, if it could not be serialized, that item's error);
+# b"E": the call raised (the frame holds the error); b"D": done (length 0).
+
+STREAM_ITEM, STREAM_ERROR, STREAM_DONE = b"I", b"E", b"D"
+_RECORD = struct.Struct("<cQ")
+RECORD_HEAD = _RECORD.size
+RECORD_MAC = 32   # on a signed connection each record is followed by its MAC (auth.mac, hex)
+
+
+def stream_record(kind: bytes, segments: list = (), total: int = 0) -> list:
+    """One record's segments: its head, then the frame's segments."""
+    return [_RECORD.pack(kind, total), *segments]
+
+
+def read_record_head(head: bytes) -> tuple[bytes, int]:
+    return _RECORD.unpack(head)

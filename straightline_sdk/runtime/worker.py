@@ -32,12 +32,14 @@ Once listening it prints ``STRAIGHTLINE_WORKER_READY port=N ports=N,M,...``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +85,8 @@ class Worker:
         self.fn = fn
         self.key = token.encode()
         self.json_token = auth.json_token(self.key)
+        self.function_hash = ""      # of the payload last sent to POST /function ("" : the one started with)
+        self.swap_file = ""          # where a swapped payload is kept for the pool's re-forked processes
         self.name = name
         self.concurrency = concurrency
         # this process's place in its pool: {"process": i, "processes": n, "ports": [...]}
@@ -397,6 +401,7 @@ class Handler(BaseHTTPRequestHandler):
         w = self.worker
         # concurrency: the whole pool's calls at once; threads: this process's
         self._send_json(200, {"ok": True, "function": w.name, "pid": os.getpid(),
+                              "function_hash": w.function_hash,
                               "python": execute.python_version(), "in_flight": w.in_flight,
                               "concurrency": w.concurrency * w.pool["processes"],
                               "threads": w.concurrency, "calls": w.calls, **w.pool})
@@ -416,7 +421,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == auth.AUTH_PATH:
             self._auth_handshake()
             return
-        if self.path not in (wire.INVOKE_PATH, wire.JSON_PATH):
+        if self.path not in (wire.INVOKE_PATH, wire.JSON_PATH, wire.STREAM_PATH, wire.FUNCTION_PATH):
             self._refuse(404, f"no such endpoint: POST {self.path}")
             return
         if not self._credential(json_door=self.path == wire.JSON_PATH):
@@ -427,6 +432,10 @@ class Handler(BaseHTTPRequestHandler):
             self._verify_mac(body)
         if self.path == wire.INVOKE_PATH:
             self._invoke(body)
+        elif self.path == wire.STREAM_PATH:
+            self._stream(body)
+        elif self.path == wire.FUNCTION_PATH:
+            self._swap_function(body)
         else:
             self._invoke_json(body)
 
@@ -444,6 +453,62 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.worker.leave()
         self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)
+
+    def _swap_function(self, body):
+        """An edited function, swapped in without a restart: calls in flight finish
+        with the one they started with, the next call runs the new one."""
+        try:
+            fn = execute.load_function(bytes(body))
+        except Exception as exc:
+            self._send_json(422, {"error": f"the new function could not be loaded here "
+                                           f"({type(exc).__name__}: {exc})"})
+            return
+        w = self.worker
+        if w.swap_file:   # a process of the pool forked again later starts with this one
+            try:
+                _write_private(w.swap_file, bytes(body))
+            except OSError as exc:
+                self._send_json(500, {"error": f"the new function could not be kept ({exc})"})
+                return
+        w.fn = fn
+        w.function_hash = hashlib.sha256(body).hexdigest()
+        self._send_json(200, {"ok": True, "function_hash": w.function_hash})
+
+    def _stream(self, body):
+        """A generator's items, each sent as it is produced; the connection closes after."""
+        if not self.worker.enter():
+            self._saturated()
+            return
+        records = None
+        try:
+            try:
+                records = execute.stream_call(self.worker.fn, body)
+            except Exception as exc:  # the request itself could not be read here
+                self._send_json(422, {"error": f"the request could not be unpickled on this "
+                                               f"target ({type(exc).__name__}: {exc})"})
+                return
+            self.close_connection = True
+            signed = self._sdk and self._session is not None
+            extra = ""
+            if signed:   # the head signed for this request; each record then carries its own MAC
+                extra = f"{auth.MAC_HEADER}: {auth.mac(self._session, b'rsp', self._mac_counter, b'200', ())}\r\n"
+            self.wfile.write((f"HTTP/1.1 200 OK\r\nContent-Type: {wire.STREAM_CONTENT_TYPE}\r\n"
+                              f"{extra}Connection: close\r\n\r\n").encode())
+            for index, segments in enumerate(records, 1):
+                if signed:
+                    tag = auth.mac(self._session, b"rec", index, b"%d" % self._mac_counter, segments)
+                    segments = [*segments, tag.encode()]
+                if sum(map(len, segments)) <= _SMALL_RESPONSE:
+                    self.wfile.write(b"".join(segments))   # one write: one packet per small item
+                else:
+                    for segment in segments:
+                        self.wfile.write(segment)
+        except (BrokenPipeError, ConnectionError):
+            pass   # the client stopped reading (it left the loop): the generator is closed
+        finally:
+            if records is not None:
+                records.close()
+            self.worker.leave()
 
     def _invoke_json(self, body):
         try:
@@ -651,12 +716,22 @@ def _watch_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+def _write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` whole (a reader sees the old or the new file), owner-only."""
+    part = f"{path}.{os.getpid()}.part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(part, path)
+
+
 def serve(fn, *, token: str, host: str = "127.0.0.1", port: int = 0, concurrency: int = 4,
           name: str = "", listen_fd: int | None = None, ready=None, listener: socket.socket | None = None,
           pool: dict | None = None, max_body: int = DEFAULT_MAX_BODY,
-          max_connections: int = DEFAULT_MAX_CONNECTIONS) -> _Server:
-    handler = type("BoundHandler", (Handler,),
-                   {"worker": Worker(fn, token, concurrency, name, pool, max_body)})
+          max_connections: int = DEFAULT_MAX_CONNECTIONS, swap_file: str = "") -> _Server:
+    worker = Worker(fn, token, concurrency, name, pool, max_body)
+    worker.swap_file = swap_file
+    handler = type("BoundHandler", (Handler,), {"worker": worker})
     if listener is None and listen_fd is not None:
         listener = socket.socket(fileno=listen_fd)
     if listener is None:
@@ -718,14 +793,27 @@ def main() -> None:
     # one lease for the whole pool: any process's renewal or running call keeps all alive
     lease_stamp = _SharedStamp() if lease_s and len(listeners) > 1 else None
 
+    # an edited function (POST /function) reaches one process at a time: the client
+    # sends it to each, and each keeps it here so that a process forked again (after
+    # one died) serves the edited function, not the one the supervisor loaded
+    swap_file = ""
+    if len(listeners) > 1:
+        swap_file = os.path.join(tempfile.gettempdir(), f"straightline-swap-{os.getpid()}.pkl")
+
     def serve_one(index: int) -> None:
         for i, sock in enumerate(listeners):
             if i != index:
                 sock.close()   # each process answers on its own address only
+        served, function_hash = fn, ""
+        if swap_file and os.path.exists(swap_file):
+            with open(swap_file, "rb") as f:
+                payload = f.read()
+            served, function_hash = execute.load_function(payload), hashlib.sha256(payload).hexdigest()
         # every process runs the hardened server: its own connection cap and reaper
-        server = serve(fn, token=token, concurrency=threads, name=name, listener=listeners[index],
+        server = serve(served, token=token, concurrency=threads, name=name, listener=listeners[index],
                        pool={"process": index, "processes": len(listeners), "ports": ports},
-                       max_body=max_body, max_connections=max_connections)
+                       max_body=max_body, max_connections=max_connections, swap_file=swap_file)
+        server.RequestHandlerClass.worker.function_hash = function_hash
         if lease_s:
             _watch_lease(server.RequestHandlerClass.worker, lease_s, lease_stamp)
         server.serve_forever()
@@ -739,7 +827,14 @@ def main() -> None:
     else:
         # the lifeline/parent watch runs in this supervisor (threads do not survive a
         # fork); its pool processes die with it (pool._die_with_parent)
-        pool.prefork(len(listeners), serve_one)
+        pool.prefork(len(listeners), serve_one, cleanup=lambda: _remove(swap_file))
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
 
 
 def _listeners() -> list[socket.socket]:

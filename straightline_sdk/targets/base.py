@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..environment import SecretValues
 from ..packaging import FunctionPackage
 from ..placement import Limits
 from ..resources import Resources  # noqa: F401  (re-exported: it was defined here)
@@ -45,10 +46,23 @@ class DeploySpec:
     profile: object = None        # the deployment's Profile when it has one: sizes worker pools
     idempotent: bool = True       # a call may run again after a lost node (Ray retries map tasks)
     token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    env: tuple = ()                 # (name, value) pairs: plain settings for the target's environment
+    secrets: SecretValues = field(default_factory=SecretValues, repr=False)
 
     @property
     def name(self) -> str:
         return self.package.name
+
+    def environment(self) -> dict[str, str]:
+        """What the target's process environment gets at start: env, then secrets."""
+        return {**dict(self.env), **self.secrets}
+
+    def environment_fingerprint(self) -> str:
+        """Changes when env or a secret's value does (meaningful in this process
+        only: secrets are fingerprinted under a per-process key, never hashed plainly)."""
+        if not self.env and not self.secrets:
+            return ""
+        return repr(self.env) + self.secrets.fingerprint()
 
 
 @dataclass(slots=True)
@@ -115,6 +129,19 @@ class Target:
         """One chunk of a map. Targets with a better way to fan out many calls
         override it (Ray: tasks across the cluster instead of the warm actor)."""
         return self.invoke(segments, total, timeout)
+
+    def swap(self, spec: "DeploySpec") -> bool:
+        """Run ``spec``'s (edited) function from the next call on, keeping what is
+        running: no restart, no image build, no upload beyond the payload. False:
+        this kind cannot (the deployment is then redeployed). Only the package
+        differs from the spec deployed; the dependencies may not (the target checks)."""
+        return False
+
+    def stream(self, segments: list, total: int, timeout: float | None):
+        """One call of a generator function: an iterator of its outcomes as they
+        are produced. None: this kind cannot stream (the call is sent with
+        ``invoke`` and its items come back together)."""
+        return None
 
     def health(self) -> tuple[bool, str]:
         raise NotImplementedError

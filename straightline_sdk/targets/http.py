@@ -20,7 +20,8 @@ import socket
 import threading
 import time
 
-from ..errors import CallTimeout, TargetFailure, TargetSaturated
+from .. import cancel
+from ..errors import CallTimeout, TargetFailure, TargetSaturated, TargetUnavailable
 from ..runtime import auth, wire
 
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -129,6 +130,22 @@ class WorkerClient:
     def __repr__(self):  # never shows the token
         return f"<WorkerClient {self.target} {self.host}:{self.port}>"
 
+    def _connect(self, timeout: float | None) -> _Connection:
+        """A new connection of its own (a stream holds it until the stream ends),
+        verified by the same handshake as every other."""
+        try:
+            conn = _Connection(self.host, self.port, timeout, self._key)
+            conn.sock.settimeout(timeout)
+            return conn
+        except PeerNotVerified as exc:
+            exc.target = self.target
+            raise
+        except (OSError, ValueError) as exc:
+            raise TargetFailure(
+                f"cannot connect to the {self.target} worker at {self.host}:{self.port}: "
+                f"{getattr(exc, 'strerror', None) or exc}", target=self.target,
+                may_have_run=False) from exc
+
     def _acquire(self, timeout: float | None) -> _Connection:
         while True:
             with self._lock:
@@ -177,6 +194,7 @@ class WorkerClient:
             f"Content-Type: {content_type}\r\nContent-Length: {total}\r\n\r\n".encode(),
         ))
         try:
+            cancel.watch(conn.sock)
             _send_all(conn.sock, [head, *segments])
             if liveness is not None:
                 _await_answer(conn, timeout, liveness)
@@ -188,10 +206,12 @@ class WorkerClient:
             raise
         except socket.timeout as exc:
             conn.close()
+            cancel.check()
             raise CallTimeout(f"the call did not finish within its {timeout:g} s time limit on the "
                               f"{self.target} target (Resources(timeout_s=...) sets it)") from exc
         except (OSError, ValueError) as exc:
             conn.close()
+            cancel.check()   # dropped on purpose: an awaiting task was cancelled
             raise TargetFailure(
                 f"the connection to the {self.target} worker broke during the call ({exc}); "
                 f"the worker may have crashed or been stopped",
@@ -199,6 +219,8 @@ class WorkerClient:
         except BaseException:
             conn.close()  # e.g. KeyboardInterrupt: the reply would be left unread on this socket
             raise
+        finally:
+            cancel.unwatch(conn.sock)
         with self._lock:
             self._idle.append(conn)
         return response
@@ -255,6 +277,11 @@ class WorkerPoolClient:
         return self.members[0].get(path, timeout=timeout, authorize=authorize)
 
     get_json = get
+
+    def least_busy(self) -> WorkerClient:
+        """The process a long request (a stream) goes to: the one with the fewest calls."""
+        with self._lock:
+            return self.members[self._in_flight.index(min(self._in_flight))]
 
     def read_output(self, stream_id: str, offset: int) -> dict | None:
         """A running call's output so far: the call runs in one of the processes,
@@ -339,6 +366,147 @@ def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | N
     raise TargetFailure(f"{what} answered HTTP {response.status}: "
                         f"{bytes(response.body[:500]).decode(errors='replace')}",
                         target=client.target, may_have_run=response.status >= 500)
+
+
+def send_function(client: WorkerClient, payload: bytes, *, what: str) -> None:
+    """Swap the worker's function for ``payload`` (POST /function): no restart, no
+    image build. TargetUnavailable says why it could not (the caller redeploys).
+    A pool's processes each hold their own copy: every one gets it."""
+    for member in getattr(client, "members", None) or [client]:
+        try:
+            response = member.request("POST", wire.FUNCTION_PATH, [payload], len(payload),
+                                      timeout=120.0)
+        except TargetFailure as exc:
+            raise TargetUnavailable(f"{what} did not take the edited function: {exc}",
+                                    target=client.target) from exc
+        if response.status != 200:
+            raise TargetUnavailable(f"{what} did not take the edited function (HTTP "
+                                    f"{response.status}): "
+                                    f"{bytes(response.body[:500]).decode(errors='replace')}",
+                                    target=client.target)
+
+
+def open_stream(client: WorkerClient, segments, total: int, timeout: float | None, *,
+                what: str, dead=lambda: None):
+    """POST one call to the worker's stream endpoint; an iterator of its outcomes
+    as the worker produces them. Opening (sending, reading the status) happens
+    now, so a worker that cannot take the call raises TargetFailure before any
+    item: the router may then send the call elsewhere. A pool's stream is one
+    request to one process (the least busy)."""
+    if isinstance(client, WorkerPoolClient):
+        client = client.least_busy()
+    conn = client._connect(timeout)
+    signed = conn.session is not None
+    mac = b""
+    if signed:
+        conn.counter += 1
+        parts = auth.prefix_parts(segments, auth.signed_length_of_segments(segments, total))
+        mac = (f"{auth.MAC_HEADER}: "
+               f"{auth.mac(conn.session, b'req', conn.counter, f'POST {wire.STREAM_PATH}'.encode(), parts)}"
+               f"\r\n").encode()
+    head = b"".join((
+        f"POST {wire.STREAM_PATH} HTTP/1.1\r\n".encode(), client._host_header,
+        conn.proof_header, mac,
+        f"Content-Type: {wire.FRAME_CONTENT_TYPE}\r\nContent-Length: {total}\r\n\r\n".encode(),
+    ))
+    try:
+        cancel.watch(conn.sock)
+        _send_all(conn.sock, [head, *segments])
+        status, length, tag = _read_head(conn.rfile)
+        body = _read_exact(conn.rfile, length) if status != 200 else bytearray()
+        if signed:   # the answer's head (and an error's body) signed for this request
+            _verify_answer(conn, HTTPResponse(status, "", body, {auth.MAC_HEADER: tag}), client)
+    except TargetFailure:
+        conn.close()
+        raise
+    except socket.timeout as exc:
+        conn.close()
+        raise CallTimeout(f"the call did not start within its {timeout:g} s time limit on the "
+                          f"{client.target} target") from exc
+    except (OSError, ValueError) as exc:
+        conn.close()
+        cancel.check()
+        failure = dead()
+        if failure is not None:
+            raise failure from exc
+        raise TargetFailure(f"the connection to {what} broke before the stream started ({exc})",
+                            target=client.target, may_have_run=True) from exc
+    except BaseException:
+        conn.close()
+        raise
+    if status != 200:
+        conn.close()
+        text = bytes(body[:500]).decode(errors="replace")
+        raise TargetFailure(f"{what} answered HTTP {status} to a stream: {text}",
+                            target=client.target, may_have_run=status >= 500 and status != 503)
+    return _stream_outcomes(conn, client.target, what, timeout)
+
+
+def _stream_outcomes(conn: _Connection, target: str, what: str, timeout: float | None):
+    index = 0
+    try:
+        while True:
+            head = bytes(_read_exact(conn.rfile, wire.RECORD_HEAD))
+            kind, length = wire.read_record_head(head)
+            body = _read_exact(conn.rfile, length)
+            if conn.session is not None:
+                # each record carries its MAC: nothing altered or injected is unpickled
+                index += 1
+                given = bytes(_read_exact(conn.rfile, wire.RECORD_MAC)).decode("latin-1")
+                want = auth.mac(conn.session, b"rec", index, b"%d" % conn.counter, (head, body))
+                if not auth.same(given, want):
+                    raise PeerNotVerified(
+                        f"a streamed item from {what} was not signed with this deployment's key; "
+                        f"it was dropped unread", target=target, may_have_run=True)
+            if kind == wire.STREAM_DONE:
+                return
+            outcome = wire.decode(body)[0]
+            yield outcome
+            if kind == wire.STREAM_ERROR:
+                return
+    except socket.timeout as exc:
+        raise CallTimeout(f"no item came within the {timeout:g} s time limit on the {target} "
+                          f"target (Resources(timeout_s=...) sets it)") from exc
+    except (OSError, ValueError) as exc:
+        cancel.check()
+        raise TargetFailure(f"the stream from {what} broke ({exc}); the worker may have crashed "
+                            f"or been stopped", target=target, may_have_run=True) from exc
+    finally:
+        cancel.unwatch(conn.sock)
+        conn.close()   # also when the caller leaves the loop early: the worker stops the generator
+
+
+def _read_head(rfile) -> tuple[int, int, str]:
+    """(status, Content-Length, the MAC header's value or "") of an answer's head."""
+    status_line = rfile.readline(65537)
+    if not status_line:
+        raise ConnectionResetError(errno.ECONNRESET, "the worker closed the connection")
+    status = int(status_line.split(None, 2)[1])
+    length = 0
+    tag = ""
+    for _ in range(200):
+        line = rfile.readline(65537)
+        if line in (b"\r\n", b"\n", b""):
+            return status, length, tag
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == auth.MAC_HEADER.encode():
+            tag = value.strip().decode("latin-1")
+    raise ValueError("the worker's answer has too many header lines")
+
+
+def _read_exact(rfile, length: int) -> bytearray:
+    body = bytearray(length)
+    view = memoryview(body)
+    got = 0
+    while got < length:
+        n = rfile.readinto(view[got:])
+        if not n:
+            raise ConnectionResetError(errno.ECONNRESET, "the worker closed the connection mid-reply")
+        got += n
+    return body
 
 
 def worker_health(client: WorkerClient | None, dead=lambda: None) -> tuple[bool, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,7 +36,11 @@ from ..placement import Limits
 from ..runtime import execute, pool, wire
 from .base import Probe, Reply, Target
 from .options import TargetOptions
-from .http import WorkerClient, invoke_worker, pool_client, worker_health
+from .http import (WorkerClient, invoke_worker, open_stream, pool_client, send_function,
+                   worker_health)
+
+
+_POOL_EXIT = re.compile(r"straightline worker: process \d+ \(pid \d+\) exited with")
 
 
 def _pool_pids(pid: int) -> list[int]:
@@ -110,6 +115,7 @@ class LocalTarget(Target):
         # the older `concurrency` option is a number of calls at once: held to exactly
         self.concurrency = min(self.processes * self.threads, self.options.concurrency or 1 << 30)
         self.proc: subprocess.Popen | None = None
+        self._last_pool_exit = ""   # the pool death last reported (see _dead_worker)
         self.client: WorkerClient | None = None
         self._dir: str | None = None
         self._lifeline: int | None = None   # write end of the worker's lifeline pipe
@@ -152,6 +158,7 @@ class LocalTarget(Target):
         memory_mb = self.spec.resources.memory_mb
         if memory_mb:
             env[wire.MEMORY_MB_ENV] = str(int(memory_mb))
+        env.update(self.spec.environment())
         env.update({
             wire.TOKEN_ENV: self.spec.token,
             wire.FUNCTION_ENV: function_path,
@@ -218,6 +225,17 @@ class LocalTarget(Target):
                 f"the local worker for {self.spec.name!r} has exited (exit code "
                 f"{self.proc.returncode}). Its last output:\n{self.logs(20)}",
                 target=self.kind, hint="redeploy, or let the router fail over")
+        if self.proc is not None and self.processes > 1:
+            # a pool's process that died is forked again by the supervisor, which lives
+            # on: its note in the log says so, once per death (the pid tells them apart)
+            tail = self.logs(20)
+            exits = [line for line in tail.splitlines() if _POOL_EXIT.search(line)]
+            if exits and exits[-1] != self._last_pool_exit:
+                self._last_pool_exit = exits[-1]
+                return TargetFailure(
+                    f"a process of the local worker pool for {self.spec.name!r} exited during "
+                    f"the call (another was started). Its last output:\n{tail}",
+                    target=self.kind, hint="the function ended its process (os._exit, a crash)")
         return self._frozen()
 
     def _frozen(self) -> TargetFailure | None:
@@ -251,6 +269,27 @@ class LocalTarget(Target):
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
         return Reply(body, cold=self._first_answer())
+
+    def swap(self, spec) -> bool:
+        client = self.client
+        if client is None or self._dir is None:
+            return False
+        send_function(client, spec.package.payload, what="the local worker")
+        # a worker started again later (after a time-out) starts with the new one
+        path = os.path.join(self._dir, "function.pkl")
+        fd = os.open(f"{path}.new", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(spec.package.payload)
+        os.replace(f"{path}.new", path)
+        self.spec = spec
+        return True
+
+    def stream(self, segments, total, timeout):
+        client = self.client
+        if client is None:
+            raise TargetFailure("the local worker is not deployed", target=self.kind)
+        return open_stream(client, segments, total, timeout, what="the local worker",
+                           dead=lambda: self._dead_worker(grace_s=0.2))
 
     def _replace_worker(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function

@@ -18,8 +18,12 @@ LAMBDA_LIMITS = Limits(
     gpus=0,
     pythons=frozenset({(3, 10), (3, 11), (3, 12), (3, 13)}),
     max_package_mb=250.0,
+    max_env_bytes=4 * 1024,
+    streams=False,
     sources=("AWS Lambda quotas: payload 6 MB, timeout 900 s, memory 128-10,240 MB, "
-             "package 250 MB unzipped; runtimes python3.10-3.13; no GPU",),
+             "package 250 MB unzipped, environment variables 4 KB in all; runtimes "
+             "python3.10-3.13; no GPU; a synchronous invocation answers once, when the "
+             "function has returned",),
 )
 
 

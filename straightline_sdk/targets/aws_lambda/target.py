@@ -387,7 +387,10 @@ class LambdaTarget(Target):
 
     def _environment(self) -> dict:
         from ...runtime.lambda_handler import MAX_RESULT_ENV
-        return {"Variables": {MAX_RESULT_ENV: str(LAMBDA_LIMITS.max_result_bytes)}}
+        # env and secrets: the function's configuration (Lambda encrypts it at rest),
+        # never the bundle or its tags
+        return {"Variables": {**self.spec.environment(),
+                              MAX_RESULT_ENV: str(LAMBDA_LIMITS.max_result_bytes)}}
 
     def _create(self, code: dict) -> None:
         from .bundle import HANDLER

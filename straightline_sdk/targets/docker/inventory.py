@@ -8,7 +8,8 @@ from ...local_state import owner_alive
 from .engine import KIND, client as _client, docker_sdk as _docker_sdk
 from .options import DockerOptions
 from .records import (LABEL_DEPS, LABEL_HASH, LABEL_KEEP, LABEL_NAME, LABEL_OWNER, LABEL_ROLE,
-                      forget_record as _forget_record, owners as _owners, read_record as _read_record)
+                      forget_record as _forget_record, last_used, owners as _owners,
+                      read_record as _read_record)
 
 
 def inventory(options) -> list[dict]:
@@ -34,7 +35,9 @@ def inventory(options) -> list[dict]:
             needed_deps.add(labels.get(LABEL_DEPS, ""))
         items.append({"kind": KIND, "type": "container", "id": c.short_id,
                       "name": labels.get(LABEL_NAME, ""), "owner": owners[-1] if owners else "",
-                      "orphan": orphan, "keep": keep, "state": c.status,
+                      "orphan": orphan, "unused": orphan, "keep": keep, "state": c.status,
+                      "deployment": labels.get(LABEL_NAME, ""),
+                      "last_used": last_used([c.attrs.get("Image", "")], c.attrs.get("Created", "")),
                       "hash": labels.get(LABEL_HASH, "")[:12], "remove_order": 0})
     images = [i for i in docker.images.list(filters={"label": LABEL_ROLE})
               if i.labels.get(LABEL_ROLE) in ("function", "dependencies")]
@@ -52,6 +55,10 @@ def inventory(options) -> list[dict]:
         items.append({"kind": KIND, "type": f"{role} image", "id": image.short_id.split(":")[-1],
                       "name": ", ".join(image.tags) or labels.get(LABEL_NAME, ""),
                       "owner": owner, "orphan": orphan, "keep": False, "state": "",
+                      # no live or kept deployment's container runs it (gc --unused)
+                      "unused": not needed, "deployment": labels.get(LABEL_NAME, ""),
+                      "size": image.attrs.get("Size"),
+                      "last_used": last_used([image.id, *image.tags], image.attrs.get("Created", "")),
                       "hash": labels.get(LABEL_HASH, "")[:12], "tags": list(image.tags),
                       "remove_order": 1 if role == "function" else 2})
     return items

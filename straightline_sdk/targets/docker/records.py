@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from ...local_state import cache_dir, owner_tag, write_private
 
@@ -40,6 +41,36 @@ def forget_record(container_id: str) -> None:
         os.unlink(record_path(container_id))
     except OSError:
         pass
+
+
+def _used_path(image: str) -> str:
+    import hashlib
+    return os.path.join(cache_dir("docker", "used"), hashlib.sha256(image.encode()).hexdigest()[:32])
+
+
+def note_used(image_id: str, tag: str) -> None:
+    """Note that a deployment started on (or reused) this image: ``straightline ls``
+    shows the last use, as the engine records none."""
+    for key in (image_id, tag):
+        if key:
+            try:
+                write_private(_used_path(key), str(time.time()).encode())
+            except OSError:
+                pass
+
+
+def last_used(keys, created: str) -> str:
+    """When a deployment last started on or reused the image (its id or a tag),
+    else when it was made."""
+    times = []
+    for key in keys:
+        try:
+            times.append(os.path.getmtime(_used_path(key)))
+        except OSError:
+            pass
+    if times:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(max(times)))
+    return (created or "")[:16].replace("T", " ")
 
 
 def deployment_path(key: str) -> str:

@@ -41,7 +41,8 @@ from ...packaging.dependencies import capture, download_wheels
 from ...placement import MB, Limits
 from ...runtime import wire
 from ..base import Probe, Reply, Target
-from ..http import WorkerClient, invoke_worker, pool_client, worker_health
+from ..http import (WorkerClient, invoke_worker, open_stream, pool_client, send_function,
+                    worker_health)
 from ..local import worker_pool_size
 from . import inventory
 from .engine import (_LOCAL_HOSTS, INSTALL_HINT, KIND, capacity as _capacity,
@@ -52,6 +53,7 @@ from .engine import (_LOCAL_HOSTS, INSTALL_HINT, KIND, capacity as _capacity,
 from .options import DockerOptions
 from .records import (LABEL_CONFIG, LABEL_DEPS, LABEL_HASH, LABEL_KEEP, LABEL_NAME, LABEL_OWNER,
                       LABEL_ROLE, LABEL_SDK, deployment_path as _deployment_path,
+                      note_used as _note_used,
                       forget_record as _forget_record, owners as _owners, read_json as _read_json,
                       read_record as _read_record, write_record as _write_record)
 
@@ -118,6 +120,8 @@ class DockerTarget(Target):
         self._restart_lock = threading.Lock()
         self._paused_since: float | None = None
         self._lease_stop: threading.Event | None = None
+        self._swapped = False           # runs an edited payload sent after start, not its image's
+        self._swap_deps = ""            # the dependency set the running image was made for
 
     @property
     def container(self):
@@ -256,7 +260,7 @@ class DockerTarget(Target):
         bind, connect = self._addresses()
         config = content_hash(self.image_hash, self.spec.name, repr(resources),
                               f"{self.processes}x{self.threads}",
-                              bind, repr(self.spec.keep))
+                              bind, repr(self.spec.keep), self.spec.environment_fingerprint())
         if self._adopt(config, connect):
             self._remember()
             return
@@ -365,7 +369,9 @@ class DockerTarget(Target):
         try:
             self.container = self.docker.containers.run(
                 self.image_tag, detach=True, init=True, name=self._container_name(),
-                environment={wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
+                # env and secrets: the container's configuration, never an image layer or label
+                environment={**self.spec.environment(),
+                             wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
                              wire.PROCESSES_ENV: str(self.processes),
                              wire.THREADS_ENV: str(self.threads),
                              **({} if self.spec.keep else {wire.LEASE_ENV: str(self.options.lease_s)})},
@@ -466,9 +472,12 @@ class DockerTarget(Target):
             spec.package.content_hash, repr(sorted(spec.package.module_names)), spec.name,
             repr(sorted(spec.requirements)), repr(spec.resources), repr(spec.keep),
             json.dumps(self.options.given(), sort_keys=True, default=str), engine_address(self.options),
-            sys.version, repr([(p, os.stat(p).st_mtime_ns) for p in folders]))
+            sys.version, repr([(p, os.stat(p).st_mtime_ns) for p in folders]),
+            spec.environment_fingerprint())
 
     def _remember(self) -> None:
+        _note_used(self.container.attrs.get("Image", "") if self._container is not None else "",
+                   self.image_tag)
         entry = {"container": self._container_id, "host": self.client.host, "port": self.client.port,
                  "ports": getattr(self.client, "ports", [self.client.port]),
                  "image": self.image_tag, "hash": self.image_hash, "started_by": owner_tag()}
@@ -505,6 +514,7 @@ class DockerTarget(Target):
         self.threads = int(health.get("threads") or self.concurrency)
         _write_record(self._container_id, record["token"])
         self.client, self.adopted = client, True
+        _note_used("", self.image_tag)
         self._step(f"reusing the running container {self._container_id[:12]}")
         return True
 
@@ -528,6 +538,13 @@ class DockerTarget(Target):
                 continue
             ok, _ = worker_health(client)
             if not ok:
+                client.close()
+                continue
+            try:   # an earlier process swapped an edited function in: ours goes in instead
+                if client.get(wire.HEALTH_PATH).json().get("function_hash"):
+                    send_function(client, self.spec.package.payload,
+                                  what=f"the container for {self.spec.name!r}")
+            except (TargetFailure, TargetUnavailable, ValueError):
                 client.close()
                 continue
             _write_record(container.id, record["token"])
@@ -645,6 +662,37 @@ class DockerTarget(Target):
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
         return Reply(body, cold=self._first_answer())
 
+    def swap(self, spec) -> bool:
+        """An edited function into the running container (POST /function): no image
+        build, no restart. A new dependency set needs a new image: False."""
+        client = self.client
+        if client is None:
+            return False
+        try:
+            if not self._swap_deps:
+                self._swap_deps = capture(None, self.spec.package, self.spec.requirements).content_hash
+            if capture(None, spec.package, spec.requirements).content_hash != self._swap_deps:
+                return False
+        except PackagingError:
+            return False
+        send_function(client, spec.package.payload, what=f"the container for {spec.name!r}")
+        old_key, self.spec, self._swapped = self._recorded_key, spec, True
+        if old_key:   # the record now names the edited content (a restarted kernel finds it)
+            try:
+                os.unlink(_deployment_path(old_key))
+            except OSError:
+                pass
+            self._recorded_key = self._record_key()
+            self._remember()
+        return True
+
+    def stream(self, segments, total, timeout):
+        client = self.client
+        if client is None:
+            raise TargetFailure("the docker target is not deployed", target=KIND)
+        return open_stream(client, segments, total, timeout,
+                           what=f"the container for {self.spec.name!r}", dead=self._stopped)
+
     def _restart_container(self, client: WorkerClient) -> None:
         """Stop a call that ran past its time limit. A running Python function cannot
         be interrupted from outside, so the container is restarted (same image, same
@@ -665,6 +713,9 @@ class DockerTarget(Target):
                 self._wait_ready(self.options.start_timeout_s)
                 self.client.close()
                 self.client = self._worker_client(connect, record["token"])
+                if self._swapped:   # a restart runs the image's payload: send the edited one again
+                    send_function(self.client, self.spec.package.payload,
+                                  what=f"the container for {self.spec.name!r}")
             except Exception as exc:   # the next call's health check reports the container
                 log.warning("restarting the container for %r after a timeout failed: %s",
                             self.spec.name, _short(exc))

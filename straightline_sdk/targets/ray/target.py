@@ -34,6 +34,7 @@ import threading
 import time
 
 from ...errors import CallTimeout, TargetFailure, TargetUnavailable
+from ...packaging import content_hash
 from ...placement import MB, Limits
 from ...runtime import ray_entry
 from ..base import Probe, Reply, Target, live_specs
@@ -231,6 +232,8 @@ class RayTarget(Target):
             placement["memory"] = res.memory_mb * MB
         runtime_env = self._runtime_env(ray)
         self._shipped = sorted(runtime_env or ())
+        if self.spec.env or self.spec.secrets:   # handed to the actor and tasks at start
+            runtime_env = {**(runtime_env or {}), "env_vars": self.spec.environment()}
         if runtime_env:
             placement["runtime_env"] = runtime_env
         self._step("putting the function in the object store")
@@ -241,7 +244,10 @@ class RayTarget(Target):
         if res.cpus is not None:
             actor_options["num_cpus"] = res.cpus
         if self.spec.keep:  # outlives this process; the same content finds the same actor
-            actor_options.update(name=f"{_NAME_PREFIX}{package.name}-{package.content_hash[:12]}",
+            environment = content_hash(self.spec.environment_fingerprint())[:8] \
+                if self.spec.env or self.spec.secrets else ""
+            actor_options.update(name=f"{_NAME_PREFIX}{package.name}-{package.content_hash[:12]}"
+                                      f"{'-' + environment if environment else ''}",
                                  namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
         self._actor_options = actor_options
         self._start_actor(ray)
@@ -334,6 +340,17 @@ class RayTarget(Target):
             deps = dependencies.capture(None, self.spec.package, self.spec.requirements)
             env["pip"] = list(deps.pins)   # cloudpickle (the runtime's dependency) included
         return _upload_local_modules(env)
+
+    def swap(self, spec) -> bool:
+        """The actor loads the edited payload; map tasks get it from the object store."""
+        ray, actor = self._ray, self._actor
+        if ray is None or actor is None or self.spec.keep:
+            return False   # a kept actor is named after its content: it is redeployed
+        package = spec.package
+        ref = ray.put(package.payload)
+        ray.get(actor.swap.remote(package.content_hash, ref), timeout=self.options.start_timeout_s)
+        self._payload_ref, self.spec = ref, spec
+        return True
 
     # -- calls ---------------------------------------------------------------
 

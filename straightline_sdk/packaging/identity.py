@@ -1,0 +1,135 @@
+"""What identifies a deployed function across edits and kernel restarts.
+
+- ``default_name``: a deployment's name when none is given. Stable across
+  processes: a ``functools.partial`` is named after the function it wraps, a
+  callable object after its class; never anything with a memory address.
+- ``meaning_hash``: a hash of what the function does, not of where its lines
+  sit: code objects are hashed by their bytecode, constants, names and
+  arguments (recursively), never by line numbers, file names or column
+  positions. A comment or blank line above the ``def`` (or inside it) leaves
+  it unchanged, so re-running the cell redeploys nothing.
+- ``line_map``: when the deployed code and the edited code mean the same but
+  sit on different lines, where each deployed line is now; remote tracebacks
+  are translated with it, so they point at the lines the user sees.
+- ``captured_sizes``: the pickled size of each global, closure variable and
+  default the function carries, measured without keeping a copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import pickle
+import types
+
+import cloudpickle
+
+CODE_MEANING_VERSION = b"meaning-1"
+
+
+def default_name(fn) -> str:
+    """The deployment name a user would expect, the same in every process."""
+    inner, wrappers = fn, 0
+    while isinstance(inner, (functools.partial, functools.partialmethod)) and wrappers < 16:
+        inner, wrappers = inner.func, wrappers + 1
+    qualname = getattr(inner, "__qualname__", None)
+    if not isinstance(qualname, str) or not qualname:
+        # a callable object: named after its class (its repr may hold an address)
+        qualname = type(inner).__qualname__
+    return f"{qualname}-partial" if wrappers else qualname
+
+
+class _HashingSink:
+    """A file-like object that hashes what is written and keeps nothing."""
+
+    def __init__(self):
+        self.digest = hashlib.sha256(CODE_MEANING_VERSION)
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        n = memoryview(data).nbytes
+        self.size += n
+        return n
+
+
+def _code_meaning(code: types.CodeType) -> tuple:
+    """Everything about a code object that changes what it does; no line numbers."""
+    return (code.co_code, code.co_consts, code.co_names, code.co_varnames, code.co_freevars,
+            code.co_cellvars, code.co_argcount, code.co_posonlyargcount,
+            code.co_kwonlyargcount, code.co_flags, code.co_name,
+            getattr(code, "co_qualname", code.co_name),
+            getattr(code, "co_exceptiontable", b""))
+
+
+class _MeaningPickler(cloudpickle.Pickler):
+    """cloudpickle, except that code objects are written as their meaning only.
+    Its output is hashed, never loaded."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, types.CodeType):
+            return tuple, (_code_meaning(obj),)
+        return super().reducer_override(obj)
+
+
+def meaning_hash(fn) -> str:
+    """A hash of what ``fn`` does (see the module's docstring). Streams: the
+    pickle is hashed as it is written, so a large closure is not copied."""
+    sink = _HashingSink()
+    _MeaningPickler(sink, protocol=5).dump(fn)
+    return sink.digest.hexdigest()
+
+
+def _codes(fn) -> list[types.CodeType]:
+    """The code objects of fn (and of what it wraps), outermost first, nested ones after."""
+    while isinstance(fn, (functools.partial, functools.partialmethod)):
+        fn = fn.func
+    code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__call__", None), "__code__", None)
+    found: list[types.CodeType] = []
+
+    def walk(c):
+        found.append(c)
+        for const in c.co_consts:
+            if isinstance(const, types.CodeType):
+                walk(const)
+
+    if isinstance(code, types.CodeType):
+        walk(code)
+    return found
+
+
+def line_map(deployed, current) -> dict[tuple[str, int], int]:
+    """{(code name, deployed line): current line} where the two functions'
+    code means the same but moved (empty when nothing moved or they differ)."""
+    mapping: dict[tuple[str, int], int] = {}
+    old_codes, new_codes = _codes(deployed), _codes(current)
+    if len(old_codes) != len(new_codes):
+        return mapping
+    for old, new in zip(old_codes, new_codes):
+        if old.co_code != new.co_code or old.co_name != new.co_name:
+            return {}
+        for (start, _, old_line), (_, _, new_line) in zip(old.co_lines(), new.co_lines()):
+            if old_line is not None and new_line is not None and old_line != new_line:
+                mapping.setdefault((old.co_name, old_line), new_line)
+        if old.co_firstlineno != new.co_firstlineno:
+            mapping.setdefault((old.co_name, old.co_firstlineno), new.co_firstlineno)
+    return mapping
+
+
+def translate_frames(info: dict, mapping: dict[tuple[str, int], int]) -> dict:
+    """A remote error_info whose frames' line numbers follow ``mapping``."""
+    if not mapping or not info.get("frames"):
+        return info
+    frames = [(filename, mapping.get((name, lineno), lineno), name, line)
+              for filename, lineno, name, line in info["frames"]]
+    return {**info, "frames": frames}
+
+
+def pickled_size(value) -> int:
+    """How many bytes cloudpickle writes for ``value`` (nothing is kept)."""
+    sink = _HashingSink()
+    try:
+        cloudpickle.Pickler(sink, protocol=5).dump(value)
+    except (pickle.PicklingError, TypeError, AttributeError, RecursionError, ValueError):
+        return 0
+    return sink.size
