@@ -380,3 +380,48 @@ def test_a_replaced_worker_keeps_the_door_token():
     assert _session().post(h.endpoint.url, json={"args": [3]}, headers=h.endpoint.headers).json() == {"result": 3}
 
 
+
+
+def test_stream_and_function_endpoints_take_only_the_sdks_verified_connection():
+    """POST /stream and POST /function run pickles: the JSON door's token does not
+    open them, nor does no credential; refused before the body is read."""
+    h = straightline.deploy(lambda x: x, sample=(1,), name="door-edit", targets=["local"])
+    s = _session()
+    for path in (wire.STREAM_PATH, wire.FUNCTION_PATH):
+        url = f"{h.endpoint.base_url}{path}"
+        r = s.post(url, data=b"not a pickle", headers=h.endpoint.headers)
+        assert r.status_code == 403 and "JSON token" in r.json()["error"]
+        assert s.post(url, data=b"not a pickle").status_code == 401
+    assert h(5) == 5          # the worker still serves its function
+
+
+def _count_up(n):
+    for i in range(n):
+        yield i
+
+
+def _count_from_ten(n):
+    for i in range(n):
+        yield 10 + i
+
+
+def test_a_stream_and_an_edit_work_on_a_signed_connection(monkeypatch):
+    """Off loopback every message is signed: a generator's streamed items (each
+    record with its MAC) and an edited function's swap go over the handshake."""
+    monkeypatch.setattr(auth, "is_loopback", lambda host: False)   # sign as off loopback
+    h = straightline.deploy(_count_up, name="signed-stream", targets=["local"])
+    assert list(h(4)) == [0, 1, 2, 3]
+    client = _local(h).client
+    member = getattr(client, "members", [client])[0]
+    from straightline_sdk.targets.http import open_stream, send_function
+    segments, total = wire.encode([((3,), {})])
+    outcomes = open_stream(member, segments, total, 30.0, what="the local worker")
+    assert [value for ok, value, *_ in outcomes] == [0, 1, 2]
+    conn = member._connect(5.0)
+    assert conn.session is not None    # the test really signed
+    conn.close()
+    import cloudpickle
+    send_function(client, cloudpickle.dumps(_count_from_ten),
+                  what="the local worker")
+    outcomes = open_stream(member, segments, total, 30.0, what="the local worker")
+    assert [value for ok, value, *_ in outcomes] == [10, 11, 12]
