@@ -26,9 +26,5 @@ for setup in setup-docker setup-browser; do
     fi
 done
 
-# Ray waits 10 s for a node's raylet by default; on a busy 2-core machine a node can take
-# longer, and the cluster fixtures then fail at start-up rather than in a test
-export RAY_raylet_start_wait_time_s=${RAY_raylet_start_wait_time_s:-120}
-
 echo "[test] running the test suite and the notebooks"
 exec "$PYTHON" -m pytest --nbmake tests notebooks "$@"

@@ -65,6 +65,7 @@ DRIVER = textwrap.dedent('''
 
 
 @pytest.mark.ray
+@pytest.mark.ray_two_nodes   # not passing yet: see the closing note of 2026-12-01
 @pytest.mark.timeout(900)   # two `ray start`s on a busy machine take minutes
 def test_a_map_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, tmp_path):
     cluster = two_node_cluster

@@ -149,6 +149,10 @@ def two_node_cluster():
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # the raylet waits for its agents' port files; on a busy machine they start slowly
     env["RAY_agent_register_timeout_ms"] = "180000"
+    # Ray 2.5x+: `ray start` turns token auth on when ~/.ray/auth_token exists (any local
+    # ray.init() may have written one), but a driver's ray.init(address=...) does not:
+    # the driver is then refused ("InvalidAuthToken"). One explicit mode for both sides.
+    env.setdefault("RAY_AUTH_MODE", "disabled")
     common = ["--num-cpus=1", "--object-store-memory=150000000", "--disable-usage-stats", "--block"]
     head = second = None
     try:
