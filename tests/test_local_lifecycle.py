@@ -74,8 +74,9 @@ def test_a_dead_worker_is_a_target_failure_then_redeployed():
         return x
 
     pid = worker_pid(ident)
+    pool = psutil.Process(pid).children()   # the pool's processes die with their supervisor
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not alive(pid))
+    assert wait_until(lambda: not alive(pid) and not any(alive(p.pid) for p in pool))
     assert ident(1) == 1               # the failure is recorded; the call runs on a fresh worker
     assert worker_pid(ident) != pid
     assert ident.stats()["local"]["failures"] == 1
