@@ -16,6 +16,7 @@ import pytest
 import straightline_sdk as straightline
 from straightline_sdk import TargetFailure
 from tests.conftest import wait_until
+from tests.support.local_worker import alive, worker_pid
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +25,6 @@ def local_only():
     straightline.configure(targets=["local"])
 
 
-def worker_pid(h) -> int:
-    return h.deployed_targets["local"].pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 # -- cleanup ---------------------------------------------------------------------------
