@@ -10,7 +10,6 @@ import time
 from concurrent.futures import Future
 
 import numpy as np
-import psutil
 import pytest
 
 import straightline_sdk as straightline
@@ -18,6 +17,7 @@ from straightline_sdk import StraightLineError
 from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from tests.conftest import wait_until
 from tests.support.inprocess import install
+from tests.support.local_worker import alive, worker_pid
 
 SCALE = 3
 
@@ -28,15 +28,6 @@ def local_only():
     straightline.configure(targets=["local"])
 
 
-def worker_pid(h) -> int:
-    return h.deployed_targets["local"].pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class Boom(Exception):

@@ -16,6 +16,7 @@ import pytest
 import straightline_sdk as straightline
 from straightline_sdk import TargetFailure
 from tests.conftest import wait_until
+from tests.support.local_worker import alive, worker_pid
 
 
 @pytest.fixture(autouse=True)
@@ -24,15 +25,6 @@ def local_only():
     straightline.configure(targets=["local"])
 
 
-def worker_pid(h) -> int:
-    return h.deployed_targets["local"].pid
-
-
-def alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 # -- cleanup ---------------------------------------------------------------------------
@@ -74,8 +66,9 @@ def test_a_dead_worker_is_a_target_failure_then_redeployed():
         return x
 
     pid = worker_pid(ident)
+    pool = psutil.Process(pid).children()   # the pool's processes die with their supervisor
     os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: not alive(pid))
+    assert wait_until(lambda: not alive(pid) and not any(alive(p.pid) for p in pool))
     assert ident(1) == 1               # the failure is recorded; the call runs on a fresh worker
     assert worker_pid(ident) != pid
     assert ident.stats()["local"]["failures"] == 1
