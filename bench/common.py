@@ -28,6 +28,8 @@ ROOT = os.path.dirname(BENCH_DIR)
 if ROOT not in sys.path:
     sys.path.insert(1, ROOT)
 
+from straightline_sdk.whatif.engine import percentile as _percentile_of_sorted  # noqa: E402
+
 
 def parser(doc: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=doc.strip().splitlines()[0],
@@ -44,14 +46,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
 # -- statistics -------------------------------------------------------------------
 
 def percentile(values, q: float) -> float:
-    """The q-quantile (0..1) by linear interpolation; nan for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    pos = q * (len(ordered) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+    """The q-quantile (0..1) by linear interpolation; nan for no values (the
+    simulator's own definition, so a bench and a what-if report agree)."""
+    return _percentile_of_sorted(sorted(values), q)
 
 
 def median(values) -> float:

@@ -39,9 +39,12 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
 
 
 @pytest.fixture(autouse=True)
-def _clean_deployments():
-    """Every test starts with default settings and leaves nothing deployed."""
+def _clean_deployments(request):
+    """Every test starts with default settings and leaves nothing deployed; a test
+    marked local_only runs on the local target alone (no failing over to Docker)."""
     straightline.configure(reset=True)
+    if request.node.get_closest_marker("local_only"):
+        straightline.configure(targets=["local"])
     yield
     for dep in straightline.deployments():
         dep.undeploy()

@@ -29,9 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "sk-test-" + os.urandom(12).hex()
 
 
-@pytest.fixture(autouse=True)
-def local_only():
-    straightline.configure(targets=["local"])
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
 
 
 def _cell(tmp_path, source: str, filename: str = "cell.py"):

@@ -18,9 +18,7 @@ from tests.conftest import wait_until
 from tests.support.inprocess import install
 
 
-@pytest.fixture(autouse=True)
-def local_only():
-    straightline.configure(targets=["local"])
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
 
 
 def _worker(h):

@@ -18,22 +18,14 @@ from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
 from tests.conftest import wait_until
 from tests.support.inprocess import install
 from tests.support.local_worker import alive, worker_pid
+from tests.support.user_code import Boom
 
 SCALE = 3
 
 
-@pytest.fixture(autouse=True)
-def local_only():
-    """These tests are about the local target: no failing over to Docker."""
-    straightline.configure(targets=["local"])
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
 
 
-
-
-class Boom(Exception):
-    def __init__(self, code):
-        super().__init__(f"boom {code}")
-        self.code = code
 
 
 # -- the decorator and the handle -------------------------------------------------

@@ -12,18 +12,10 @@ import pytest
 
 import straightline_sdk as straightline
 from straightline_sdk import PackagingError, RemoteError
+from tests.support.user_code import Boom
 
 
-@pytest.fixture(autouse=True)
-def local_only():
-    """These tests are about the local target: no failing over to Docker."""
-    straightline.configure(targets=["local"])
-
-
-class Boom(Exception):
-    def __init__(self, code):
-        super().__init__(f"boom {code}")
-        self.code = code
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
 
 
 # -- remote errors ------------------------------------------------------------------

@@ -19,10 +19,7 @@ from tests.conftest import wait_until
 from tests.support.local_worker import alive, worker_pid
 
 
-@pytest.fixture(autouse=True)
-def local_only():
-    """These tests are about the local target: no failing over to Docker."""
-    straightline.configure(targets=["local"])
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
 
 
 

@@ -17,9 +17,7 @@ from straightline_sdk.runtime import capture, execute
 from tests.support import checks, user_code
 
 
-@pytest.fixture(autouse=True)
-def local_only():
-    straightline.configure(targets=["local"])
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
 
 
 def test_prints_warnings_and_log_records_come_back_tagged_in_order(capsys):

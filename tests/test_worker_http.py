@@ -14,10 +14,7 @@ import requests
 import straightline_sdk as straightline
 
 
-@pytest.fixture(autouse=True)
-def local_only():
-    """These tests are about the local target: no failing over to Docker."""
-    straightline.configure(targets=["local"])
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
 
 
 # -- the worker: security, JSON endpoint ---------------------------------------------

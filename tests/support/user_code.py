@@ -73,3 +73,11 @@ def waits_for_release(flag_path, timeout_s=60.0):
             return True
         time.sleep(0.05)
     return False
+
+
+class Boom(Exception):
+    """An exception whose constructor takes a code, not a message."""
+
+    def __init__(self, code):
+        super().__init__(f"boom {code}")
+        self.code = code
