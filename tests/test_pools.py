@@ -112,6 +112,25 @@ def test_a_pool_process_that_dies_is_replaced_and_calls_go_on():
     assert len(h.map(range(10))) == 10
 
 
+def nap(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_death_before_a_call_is_not_blamed_on_it():
+    """A pool process killed and replaced before a call began: the call, waiting
+    longer than one liveness check on the new process, is answered, not failed."""
+    straightline.configure(options={"local": {"processes": 2}})
+    h = straightline.deploy(nap, sample=(0,), targets=["local"], idempotent=False)
+    supervisor = psutil.Process(h.deployed_targets["local"].pid)
+    for victim in supervisor.children():
+        os.kill(victim.pid, signal.SIGKILL)
+        assert wait_until(lambda: len(supervisor.children()) == 2 and victim.pid not in
+                          {c.pid for c in supervisor.children()})
+    assert h(1.0) == 1.0        # four liveness checks while it runs
+    assert h.stats()["local"]["errors"] == 0
+
+
 def test_pool_processes_exit_with_the_supervisor():
     straightline.configure(options={"local": {"processes": 2}})
     h = straightline.deploy(burn, sample=(0,), targets=["local"])

@@ -212,9 +212,13 @@ class LocalTarget(Target):
                 f"the local worker for {self.spec.name!r} did not become ready in {timeout_s:.0f} s: "
                 f"{exc}. Its last output:\n{self.logs(20)}", target=self.kind) from None
 
-    def _dead_worker(self, grace_s: float = 0.0) -> TargetFailure | None:
+    def _dead_worker(self, grace_s: float = 0.0, pool_exits: bool = True) -> TargetFailure | None:
         """Why the worker is gone, or None. ``grace_s``: after a failed connection,
-        give a worker that was just killed a moment to be reaped before deciding."""
+        give a worker that was just killed a moment to be reaped before deciding.
+        ``pool_exits``: explain a lost connection by a pool process's death; not
+        while an answer is awaited, because a death logged before the call began
+        (its process already replaced) says nothing about this call, and a pool
+        process that dies mid-call closes the call's connection anyway."""
         if self.proc is not None and grace_s:
             try:
                 self.proc.wait(timeout=grace_s)
@@ -225,7 +229,7 @@ class LocalTarget(Target):
                 f"the local worker for {self.spec.name!r} has exited (exit code "
                 f"{self.proc.returncode}). Its last output:\n{self.logs(20)}",
                 target=self.kind, hint="redeploy, or let the router fail over")
-        if self.proc is not None and self.processes > 1:
+        if pool_exits and self.proc is not None and self.processes > 1:
             # a pool's process that died is forked again by the supervisor, which lives
             # on: its note in the log says so, once per death (the pid tells them apart)
             tail = self.logs(20)
@@ -237,6 +241,9 @@ class LocalTarget(Target):
                     f"the call (another was started). Its last output:\n{tail}",
                     target=self.kind, hint="the function ended its process (os._exit, a crash)")
         return self._frozen()
+
+    def _alive_or_why(self) -> TargetFailure | None:
+        return self._dead_worker(pool_exits=False)
 
     def _frozen(self) -> TargetFailure | None:
         """The worker stopped (SIGSTOP, a debugger) for over half a second: a call
@@ -264,7 +271,7 @@ class LocalTarget(Target):
         try:
             body = invoke_worker(client, segments, total, timeout, what="the local worker",
                                  dead=lambda: self._dead_worker(grace_s=0.2),
-                                 liveness=self._dead_worker)
+                                 liveness=self._alive_or_why)
         except CallTimeout as exc:
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
