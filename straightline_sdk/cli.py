@@ -3,8 +3,9 @@
     straightline ls            every container, image, function... the SDK made, per target kind
     straightline gc            remove the orphans among them (no live deployment owns them)
     straightline gc --dry-run  say what gc would remove
-    straightline gc --unused   also remove images (and Lambda functions' leftovers) that no
-                               live or kept deployment uses: old versions of your functions
+    straightline gc --unused   also remove images (one per dependency set; per-function images
+                               of earlier SDK versions) and Lambda functions' leftovers that no
+                               live or kept deployment uses
     straightline config        the settings in force, and where each came from
 
 Only things the SDK labelled or tagged are listed, and gc removes orphans and
@@ -51,8 +52,8 @@ def _cell(item: dict, column: str) -> str:
 
 
 def _table(items: list[dict]) -> str:
-    columns = ("kind", "type", "id", "name", "size", "last used", "state", "owner", "orphan",
-               "unused")
+    columns = ("kind", "type", "id", "name", "size", "last used", "used by", "state", "owner",
+               "orphan", "unused")
     rows = [[_cell(item, c) for c in columns] for item in items]
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths))]
@@ -170,8 +171,9 @@ def main(argv=None) -> int:
     gc = sub.add_parser("gc", help="remove what no live deployment owns")
     gc.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     gc.add_argument("--unused", action="store_true",
-                    help="also images no live or kept deployment uses (old function versions), "
-                         "not only orphans")
+                    help="also images and Lambda layers no live or kept deployment uses "
+                         "(dependency sets no longer used, earlier SDK versions' function "
+                         "images), not only orphans")
     gc.add_argument("--name", action="append",
                     help="only what belongs to deployments with this name (a glob; repeatable)")
     gc.add_argument("--yes", "-y", action="store_true", help="do not ask before removing")

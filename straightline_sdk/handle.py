@@ -114,7 +114,13 @@ class Deployment:
     def _items(self, outcomes, decision):
         """A streamed call's items, as they arrive; its error raised where it came."""
         try:
-            for ok, value in outcomes:
+            for outcome in outcomes:
+                ok, value, meta = call_output.split(outcome)
+                if meta:   # what the generator printed before this item (or after the last)
+                    call_output.show(meta, decision.target, locate=self._locate_code,
+                                     redact=self._redact_output())
+                if ok is None:
+                    continue
                 if not ok:
                     raise self._rebuild(value, decision.target)
                 yield value

@@ -561,7 +561,8 @@ class Router:
         or None when the chosen target cannot stream or could not start the stream
         (the caller then uses ``send``, which fails over)."""
         self.check_open()
-        segments, total = encode_request(calls)
+        # the generator's prints come back with its items, as a call's do with its result
+        segments, total = encode_request(calls, call_output.request_options(self.capture_output))
         rate = self.rate.observe(count=1)
         plan = self._plan or self.plan()
         if self._down_until:
@@ -685,7 +686,7 @@ class _RecordedStream:
 
     def __next__(self):
         try:
-            ok, value = next(self._outcomes)
+            outcome = next(self._outcomes)
         except StopIteration:
             self.close()
             raise
@@ -693,9 +694,9 @@ class _RecordedStream:
             self._outcome = "failed"
             self.close()
             raise
-        if not ok:
+        if outcome[0] is False:   # (None: output written after the last item, no item)
             self._outcome = "error"
-        return ok, value
+        return outcome
 
     def close(self) -> None:
         if self._ended:

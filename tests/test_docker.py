@@ -321,45 +321,36 @@ def test_a_call_past_its_time_limit_restarts_the_container(engine):
     nap.undeploy()
 
 
-def _version_one(salt: str):
-    table = np.linspace(0.0, 1.0, 11)
-
-    def edited(i):
-        return float(table[i]) + 0 * len(salt)
-
-    return edited
-
-
-def _version_two(salt: str):
-    table = np.linspace(0.0, 1.0, 11)
-
-    def edited(i):
-        return float(table[i]) * 2 + 0 * len(salt)
-
-    return edited
+def _edited(i):
+    return i + 1
 
 
 @pytest.mark.docker
-def test_body_only_edit_rebuilds_only_the_last_layer(engine):
-    salt = os.urandom(8).hex()   # new content each run: an earlier run's images must not count
-    one = straightline.deploy(_version_one(salt), target="docker", name="docker-edit")
-    assert one(3) == pytest.approx(0.3)
+def test_a_new_runtime_rebuilds_only_its_layer_of_the_dependencies_image(engine, monkeypatch):
+    """Images carry the runtime: an SDK upgrade (another runtime) is another image,
+    whose wheels step still comes from the cache."""
+    one = straightline.deploy(_edited, target="docker", name="docker-runtime")
+    assert one(1) == 2
     old = engine.images.get(_target(one).image_tag)
-    one.undeploy()   # a warm deployment takes an edit in place (test_editloop_docker): build anew
-    two = straightline.deploy(_version_two(salt), target="docker", name="docker-edit")
-    assert two(3) == pytest.approx(0.6)
+    one.undeploy()
+    runtime_files = docker_context._runtime_files
+    marker = f"# {os.urandom(8).hex()}\n".encode()
+    monkeypatch.setattr(docker_context, "_runtime_files",
+                        lambda: {**runtime_files(), "straightline_runtime/zz_marker.py": marker})
+    two = straightline.deploy(_edited, target="docker", name="docker-runtime")
+    assert two(1) == 2
     target = _target(two)
     new = engine.images.get(target.image_tag)
-    assert new.id != old.id
-    assert target.built == [target.image_tag]    # the dependencies image was reused
+    assert new.id != old.id and target.built == [target.image_tag]
     old_layers, new_layers = old.attrs["RootFS"]["Layers"], new.attrs["RootFS"]["Layers"]
     assert len(new_layers) == len(old_layers)
     assert new_layers[:-1] == old_layers[:-1] and new_layers[-1] != old_layers[-1]
-    # in the build: every step before the payload's came from the cache
-    copy_payload = next(i for i, (step, _) in enumerate(target.build_steps)
-                        if step.partition(" : ")[2].startswith("COPY function.pkl"))
-    assert all(cached for _, cached in target.build_steps[1:copy_payload])
-    assert not target.build_steps[copy_payload][1]
+    copy_runtime = next(i for i, (step, _) in enumerate(target.build_steps)
+                        if step.partition(" : ")[2].startswith("COPY straightline_runtime/"))
+    assert all(cached for _, cached in target.build_steps[1:copy_runtime])
+    assert not target.build_steps[copy_runtime][1]
+    two.undeploy()
+    engine.images.remove(new.id)
 
 
 def _slow_echo(x):
@@ -460,8 +451,9 @@ def test_gc_removes_orphans_and_nothing_else(engine, tmp_path, capsys):
         out = capsys.readouterr().out
         with pytest.raises(docker_sdk.errors.NotFound):
             engine.containers.get(orphan["container"])
-        with pytest.raises(docker_sdk.errors.ImageNotFound):
-            engine.images.get(orphan["image"])       # built by the dead process, used by nothing
+        # built by the dead process, but one image serves a dependency set: the kept
+        # deployment (the same dependencies) runs on it, so it stays
+        assert orphan["image"] == kept["image"]
         for survivor in (kept["container"], stranger.id, _target(live).container.id):
             assert engine.containers.get(survivor).status == "running", out
         engine.images.get(kept["image"])

@@ -347,6 +347,31 @@ def test_a_generator_deploys_and_its_calls_give_its_items():
     assert list(h(5)) == [0, 1, 4, 9, 16]
 
 
+def _chatty(n):
+    for i in range(n):
+        print(f"making {i}")
+        yield i
+    print("all made")
+    if n > 2:
+        print("about to fail")
+        raise ValueError("no more")
+
+
+def test_a_streamed_generators_prints_reach_the_cell_with_its_items(capsys):
+    h = straightline.deploy(_chatty, target="local", name="gen-chatty")
+    items = h(2)
+    assert next(items) == 0
+    assert "[local] making 0" in capsys.readouterr().out   # with the first item, not at the end
+    assert list(items) == [1]
+    out = capsys.readouterr().out
+    assert "[local] making 1" in out and "[local] all made" in out   # after the last item too
+    failing = h(3)
+    with pytest.raises(ValueError, match="no more"):
+        list(failing)
+    out = capsys.readouterr().out
+    assert "making 2" in out and "[local] about to fail" in out   # what came before the error
+
+
 def test_the_sample_run_of_a_generator_consumes_only_a_few_items():
     h = straightline.deploy(_endless, sample=(3,), targets=["local"], name="gen-endless")
     assert h.profile is not None and h.placement.target == "local"

@@ -238,12 +238,94 @@ def test_a_call_over_the_time_limit_raises_call_timeout(aws):
     assert h(0) == 0
 
 
+def _published_layers(proxy) -> int:
+    return sum(1 for method, path in proxy.requests
+               if method == "POST" and "/layers/" in path and path.split("?")[0].endswith("/versions"))
+
+
+def _uploaded_zip_names(proxy, operation: str) -> list[list[str]]:
+    """The file names in each zip an operation uploaded (CreateFunction, UpdateFunctionCode)."""
+    from tests.support.moto_lambda import lambda_operation
+    names = []
+    for method, path, body in list(proxy.bodies):
+        if lambda_operation(method, path) == operation:
+            request = json.loads(body)
+            data = base64.b64decode(request.get("ZipFile") or request["Code"]["ZipFile"])
+            names.append(zipfile.ZipFile(io.BytesIO(data)).namelist())
+    return names
+
+
 @pytest.mark.aws
-def test_captured_dependencies_travel_as_wheels_in_the_bundle(aws):
+def test_captured_dependencies_travel_in_a_layer_published_once_per_set(aws):
     h = straightline.deploy(to_ascii_domain, target="lambda")
     encoded, where = h("bücher.example")
     assert encoded == "xn--bcher-kva.example"
-    assert where == "/var/task/idna/__init__.py"   # from the bundle, not the runtime image
+    # from the dependencies' layer (Lambda unpacks it in /opt), not the zip or the runtime image
+    assert where == "/opt/python/idna/__init__.py"
+    target = h.deployed_targets["lambda"]
+    assert target.layer_published and len(target.layers) == 1
+    assert ":layer:straightline-deps-" in target.layers[0]
+    (created,) = _uploaded_zip_names(aws, "CreateFunction")
+    assert "straightline_function.pkl" in created and not [n for n in created if n.startswith("idna/")]
+    config = lambda_client().get_function(FunctionName=target.function_name)["Configuration"]
+    assert [layer["Arn"] for layer in config["Layers"]] == target.layers
+
+    # another function with the same dependency set: the same layer, nothing published
+    aws.clear()
+    other = straightline.deploy(define("def other(name):\n    import idna\n"
+                                       "    return idna.decode(name)\n", "other"), target="lambda")
+    assert other("xn--bcher-kva.example") == "bücher.example"
+    assert other.deployed_targets["lambda"].layers == target.layers
+    assert not other.deployed_targets["lambda"].layer_published and _published_layers(aws) == 0
+
+    # an edit (a restarted kernel, so no warm swap): the new zip holds the payload and the
+    # runtime; the dependencies stay in the layer, which is not published again
+    h_keep = straightline.deploy(define("def edited(name):\n    import idna\n"
+                                        "    return idna.encode(name).decode()\n", "edited"),
+                                 name="edited", target="lambda", keep=True)
+    assert h_keep("bücher.example") == "xn--bcher-kva.example"
+    straightline.handle._unregister(h_keep)
+    aws.clear()
+    edited = straightline.deploy(define("def edited(name):\n    import idna\n"
+                                        "    return idna.encode(name).decode().upper()\n", "edited"),
+                                 name="edited", target="lambda", keep=True)
+    assert edited("bücher.example") == "XN--BCHER-KVA.EXAMPLE"
+    (updated,) = _uploaded_zip_names(aws, "UpdateFunctionCode")
+    assert "straightline_function.pkl" in updated and not [n for n in updated if n.startswith("idna/")]
+    assert _published_layers(aws) == 0
+
+
+@pytest.mark.aws
+def test_gc_unused_removes_a_layer_no_function_uses_and_keeps_a_used_one(aws, capsys):
+    from straightline_sdk import cli
+    h = straightline.deploy(to_ascii_domain, target="lambda")
+    assert h("bücher.example")[0] == "xn--bcher-kva.example"
+    used = h.deployed_targets["lambda"].layers[0]
+    stale = lambda_client().publish_layer_version(   # a dependency set no function uses any more
+        LayerName="straightline-deps-0123456789abcdef01234567",
+        Description="straightline-sdk dependencies 0123456789abcdef" * 2,
+        Content={"ZipFile": _zip_of({"python/stale.py": b"x = 1\n"})})["LayerVersionArn"]
+
+    assert cli.main(["ls", "--kind", "lambda"]) == 0
+    listing = capsys.readouterr().out
+    assert stale in listing and used in listing
+    assert cli.main(["gc", "--kind", "lambda", "--unused", "--dry-run"]) == 0
+    planned = capsys.readouterr().out
+    assert stale in planned and used not in planned
+    assert cli.main(["gc", "--kind", "lambda", "--unused", "--yes"]) == 0
+    capsys.readouterr()
+    versions = [v["LayerVersionArn"] for layer in lambda_client().list_layers()["Layers"]
+                for v in lambda_client().list_layer_versions(LayerName=layer["LayerName"])["LayerVersions"]]
+    assert stale not in versions and used in versions
+    assert h("bücher.example")[0] == "xn--bcher-kva.example"
+
+
+def _zip_of(files: dict) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
 
 
 def test_a_wheel_built_for_a_newer_glibc_than_lambdas_is_refused_with_the_reason():

@@ -1,20 +1,27 @@
-"""The Docker build contexts of a function: two images, layered for the cache.
+"""The Docker build context of a dependency set, and the function's payload
+archive: images carry no function.
 
     straightline/deps:<hash12>       FROM the base image; the wheels, installed
-                                     offline (pip --no-index) into /opt/straightline/deps.
-                                     Shared by every function with the same dependency
-                                     set, base image and platform; built once.
-    straightline/<name>:<hash12>     FROM that image; worker settings (ENV, CMD), then
-                                     the runtime (as package straightline_runtime), then
-                                     the cloudpickled function, last.
+                                     offline (pip --no-index) into /opt/straightline/deps;
+                                     then the worker settings (ENV, CMD) and the
+                                     runtime (as package straightline_runtime).
+                                     One image per dependency set, base image,
+                                     platform and runtime version; built once.
 
-Editing only the function body changes only the last layer: every step before
-it is a cache hit, and the context sent to the engine is a few kilobytes (the
-wheels travel once, with the dependencies image). The content hash covers the
-runtime, the payload, the dependency set and the base image's ID, and tags the
-image; it is also stored as the label ``straightline.hash``.
+A deployment creates a container of that image, copies its cloudpickled
+function into it (``payload_archive``, the engine's put-archive) before
+starting it, and starts it: the file is part of the container's own
+filesystem, so a restart runs it again, and an edited function is a new
+archive (or a POST /function to the running worker), never an image build.
+The engine holds one image per dependency set, not one per function version.
 
-Nothing here talks to the engine: the Docker target does, with these contexts.
+The dependencies image's content hash covers the dependency set, the base
+image's ID, the platform and the runtime's files (an SDK upgrade builds anew;
+the wheels' layer still comes from the cache). It tags the image and is
+stored as its label ``straightline.hash``. A function's hash (the container's
+``straightline.hash`` label) covers its payload and that image's hash.
+
+Nothing here talks to the engine: the Docker target does, with these.
 """
 
 from __future__ import annotations
@@ -31,12 +38,15 @@ from .dependencies import DependencySet
 from ..runtime import wire
 from .payload import FunctionPackage, content_hash
 
-CONTEXT_VERSION = "docker-context-1"   # bump when the Dockerfiles below change meaning
+CONTEXT_VERSION = "docker-context-2"   # bump when the Dockerfile below changes meaning
 APP_DIR = "/opt/straightline"
 DEPS_DIR = f"{APP_DIR}/deps"
 WORKER_PORT = 8080
+FUNCTION_FILE = "function.pkl"
+FUNCTION_PATH = f"{APP_DIR}/{FUNCTION_FILE}"   # copied into each container before it starts
 _RUNTIME_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runtime")
 _WHEELS_IN_IMAGE = "/tmp/straightline-wheels"
+_SPOOL_BYTES = 16 * 1024 * 1024
 
 
 def default_base_image(python: tuple[int, int] = sys.version_info[:2]) -> str:
@@ -99,7 +109,9 @@ def _runtime_files() -> dict[str, bytes]:
 
 
 def dependencies_hash(deps: DependencySet, base_image_id: str, platform: str) -> str:
-    return content_hash(CONTEXT_VERSION, "deps", deps.content_hash, base_image_id, platform)
+    runtime = _runtime_files()
+    return content_hash(CONTEXT_VERSION, "deps", deps.content_hash, base_image_id, platform,
+                        *[part for item in runtime.items() for part in item])
 
 
 def dependencies_tag(deps: DependencySet, base_image_id: str, platform: str) -> str:
@@ -109,10 +121,13 @@ def dependencies_tag(deps: DependencySet, base_image_id: str, platform: str) -> 
 def dependencies_context(deps: DependencySet, wheels: list[str], *, base_image: str,
                          base_image_id: str, platform: str, labels: dict) -> BuildContext:
     """The dependencies image: the base image plus the wheels, installed with no
-    network. ``--target`` because Debian's python3 is "externally managed" (PEP
-    668) and it works unchanged in the official python images too."""
+    network, then the worker's settings and the runtime; no function. ``--target``
+    because Debian's python3 is "externally managed" (PEP 668) and it works
+    unchanged in the official python images too. The runtime comes last: a new
+    SDK version rebuilds only its layer."""
     digest = dependencies_hash(deps, base_image_id, platform)
     files = {f"wheels/{os.path.basename(path)}": path for path in wheels}
+    files.update(_runtime_files())
     install = ""
     if deps.pins:
         names = " ".join(f"'{pin}'" for pin in deps.pins)
@@ -121,37 +136,42 @@ def dependencies_context(deps: DependencySet, wheels: list[str], *, base_image: 
             f"RUN python3 -m pip install --no-index --find-links {_WHEELS_IN_IMAGE} "
             f"--target {DEPS_DIR} --root-user-action=ignore --disable-pip-version-check "
             f"--no-warn-script-location {names} && rm -rf {_WHEELS_IN_IMAGE}\n")
-    dockerfile = f"FROM {base_image}\n{install}"
-    return BuildContext(dockerfile, dependencies_tag(deps, base_image_id, platform), digest,
-                        {**labels, "straightline.hash": digest}, files)
-
-
-def function_hash(package: FunctionPackage, deps_hash: str) -> str:
-    runtime = _runtime_files()
-    return content_hash(CONTEXT_VERSION, "function", package.content_hash, deps_hash,
-                        *[part for item in runtime.items() for part in item])
-
-
-def function_context(package: FunctionPackage, *, deps_tag: str, deps_hash: str,
-                     labels: dict) -> BuildContext:
-    """The function's image, FROM its dependencies image; the payload last."""
-    digest = function_hash(package, deps_hash)
     dockerfile = (
-        f"FROM {deps_tag}\n"
+        f"FROM {base_image}\n{install}"
         f"ENV PYTHONPATH={DEPS_DIR}:{APP_DIR} PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \\\n"
         f"    {wire.HOST_ENV}=0.0.0.0 {wire.PORT_ENV}={WORKER_PORT} \\\n"
-        f"    {wire.FUNCTION_ENV}={APP_DIR}/function.pkl\n"
+        f"    {wire.FUNCTION_ENV}={FUNCTION_PATH}\n"
         f"EXPOSE {WORKER_PORT}\n"
         f"WORKDIR /tmp\n"
         f'CMD ["python3", "-m", "straightline_runtime.worker"]\n'
         f"COPY straightline_runtime/ {APP_DIR}/straightline_runtime/\n"
-        f"COPY function.pkl {APP_DIR}/function.pkl\n"
     )
-    files = {**_runtime_files(), "function.pkl": package.payload}
-    return BuildContext(dockerfile, f"{image_name(package.name)}:{digest[:12]}", digest,
-                        {**labels, "straightline.hash": digest, "straightline.deps": deps_hash}, files)
+    return BuildContext(dockerfile, dependencies_tag(deps, base_image_id, platform), digest,
+                        {**labels, "straightline.hash": digest, "straightline.deps": digest}, files)
 
 
-__all__ = ["APP_DIR", "BuildContext", "WORKER_PORT", "base_image", "default_base_image",
-           "dependencies_context", "dependencies_hash", "dependencies_tag", "function_context",
-           "function_hash", "image_name"]
+def function_hash(package: FunctionPackage, deps_hash: str) -> str:
+    """The content a container runs: its payload on its dependencies image."""
+    return content_hash(CONTEXT_VERSION, "function", package.content_hash, deps_hash)
+
+
+def payload_archive(package: FunctionPackage):
+    """The function's payload as a tar for the engine's put-archive into
+    ``APP_DIR``: one file, readable by the worker, fixed time and owner. Bytes
+    for a small payload; a temporary file (at offset 0) for a large one, so that
+    it is not held twice in memory."""
+    out = tempfile.TemporaryFile() if len(package.payload) > _SPOOL_BYTES else io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo(FUNCTION_FILE)
+        info.size = len(package.payload)
+        info.mode = 0o644
+        tar.addfile(info, io.BytesIO(package.payload))
+    if isinstance(out, io.BytesIO):
+        return out.getvalue()
+    out.seek(0)
+    return out
+
+
+__all__ = ["APP_DIR", "BuildContext", "FUNCTION_PATH", "WORKER_PORT", "base_image",
+           "default_base_image", "dependencies_context", "dependencies_hash", "dependencies_tag",
+           "function_hash", "image_name", "payload_archive"]

@@ -134,36 +134,94 @@ def stream_call(fn, body):
     item as the generator produces it, then done, or an error record. Lazy: the
     generator runs only as fast as the records are sent (the socket's back
     pressure keeps memory bounded for a long stream). The request is read now,
-    so one that cannot be unpickled raises here, before anything is sent."""
+    so one that cannot be unpickled raises here, before anything is sent. The
+    request's options (output capture) are those of a call (``run_calls``): what
+    the generator writes before each item travels with that item (meta), what it
+    writes after the last one with the done record."""
     message = wire.decode(body)
+    options: dict = {}
+    if type(message) is tuple and message[0] == wire.CALLS:
+        options, message = dict(message[2] or {}), message[1]
     (args, kwargs), = message
-    return _records(fn, args, kwargs)
+    return _records(fn, args, kwargs, options)
 
 
-def _records(fn, args, kwargs):
+class _StreamOutput:
+    """What a streamed generator writes, captured around each step of it (the
+    generator runs in the caller's context, so a step's prints are the step's)."""
+
+    def __init__(self, options: dict):
+        self.on = bool(options.get("capture"))
+        self.log_level = options.get("log_level")
+        self.limit = int(options.get("output_limit") or capture.DEFAULT_LIMIT)
+        self.tee = options.get("tee", True)
+        self.chunks: list = []
+        self.truncated = 0
+        self._capturing = None
+        self._output = None
+
+    def __enter__(self):
+        if self.on:
+            self._capturing = capture.capturing(self.log_level, self.limit, self.tee)
+            self._output = self._capturing.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._capturing is not None:
+            self._capturing.__exit__(*exc)
+            self.chunks += self._output.as_list()
+            self.truncated += self._output.truncated
+            self._capturing = self._output = None
+        return False
+
+    def take(self) -> dict:
+        """The output since the last take, as an outcome's meta."""
+        meta: dict = {}
+        if self.chunks:
+            meta["output"] = self.chunks
+        if self.truncated:
+            meta["truncated"] = self.truncated
+        self.chunks, self.truncated = [], 0
+        return meta
+
+
+def _records(fn, args, kwargs, options: dict | None = None):
     items = None
+    output = _StreamOutput(options or {})
     _in_call.active = True      # os._exit in the generator ends the stream, not the worker
     try:
-        result = fn(*args, **kwargs)
+        with output:
+            result = fn(*args, **kwargs)
         if inspect.isasyncgen(result):
             items = _drive_async(result)
         elif inspect.isgenerator(result):
             items = result
         else:
-            items = iter([settle(result)])
-        for item in items:
-            segments, total = encode_outcomes([(True, item)])
+            with output:
+                items = iter([settle(result)])
+        while True:
+            with output:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    break
+            segments, total = encode_outcomes([(True, item, output.take())])
             yield wire.stream_record(wire.STREAM_ITEM, segments, total)
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
         # the user's error (an exit included) ends the stream; the worker lives on
-        segments, total = wire.encode([(False, error_info(exc, skip_frames=1))])
+        segments, total = wire.encode([(False, error_info(exc, skip_frames=1), output.take())])
         yield wire.stream_record(wire.STREAM_ERROR, segments, total)
         return
     finally:
         _in_call.active = False
         if items is not None and hasattr(items, "close"):
             items.close()   # the client went away: the generator's finally blocks run
-    yield wire.stream_record(wire.STREAM_DONE)
+    meta = output.take()
+    if meta:   # written after the last item: the done record carries it
+        segments, total = wire.encode([(True, None, meta)])
+        yield wire.stream_record(wire.STREAM_DONE, segments, total)
+    else:
+        yield wire.stream_record(wire.STREAM_DONE)
 
 
 def _drive_async(agen):

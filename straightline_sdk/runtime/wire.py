@@ -147,7 +147,9 @@ def decode(data):
 # The response body is a run of records, then the connection closes:
 #   kind (1 byte) | u64 length | a response frame of one outcome
 # kind b"I": an item (or, if it could not be serialized, that item's error);
-# b"E": the call raised (the frame holds the error); b"D": done (length 0).
+# b"E": the call raised (the frame holds the error); b"D": done (length 0, or the
+# frame of (True, None, meta): what the generator wrote after its last item).
+# An outcome's meta holds what the generator wrote before it (output capture).
 
 STREAM_ITEM, STREAM_ERROR, STREAM_DONE = b"I", b"E", b"D"
 _RECORD = struct.Struct("<cQ")

@@ -459,6 +459,8 @@ def _stream_outcomes(conn: _Connection, target: str, what: str, timeout: float |
                         f"a streamed item from {what} was not signed with this deployment's key; "
                         f"it was dropped unread", target=target, may_have_run=True)
             if kind == wire.STREAM_DONE:
+                if length:   # what the generator wrote after its last item: no item
+                    yield (None, None, *wire.decode(body)[0][2:])
                 return
             outcome = wire.decode(body)[0]
             yield outcome

@@ -148,6 +148,7 @@ class RecordingProxy:
     def __init__(self, upstream_port: int):
         self.upstream_port = upstream_port
         self.requests: list[tuple[str, str]] = []
+        self.bodies: list[tuple[str, str, bytes]] = []   # (method, path, body) of each request
         self.throttle_next = 0           # Invoke requests to answer with 429
         self.throttled = 0
         self._lock = threading.Lock()
@@ -164,6 +165,7 @@ class RecordingProxy:
                 body = self.rfile.read(length) if length else b""
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path))
+                    proxy.bodies.append((self.command, self.path, body))
                     throttle = is_invoke(self.command, self.path) and proxy.throttle_next > 0
                     if throttle:
                         proxy.throttle_next -= 1
@@ -209,6 +211,7 @@ class RecordingProxy:
     def clear(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.bodies.clear()
             self.throttle_next = 0
             self.throttled = 0
 

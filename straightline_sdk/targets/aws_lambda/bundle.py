@@ -1,12 +1,20 @@
-"""The AWS Lambda bundle: one deterministic zip a Lambda function runs from.
+"""The AWS Lambda bundle: one deterministic zip a Lambda function runs from,
+and the layer its dependencies travel in.
 
-Contents (paths inside the zip):
+The function's zip (paths inside it):
 
     straightline_runtime/           the SDK's runtime folder (handler: lambda_handler.handler)
     straightline_function.pkl       the cloudpickled function
     cloudpickle/                    this client's cloudpickle, so the payload unpickles there
-    <dependencies>                  the captured dependencies' wheels for Lambda's platform,
+
+The dependencies' layer (one per dependency set, Python and architecture; Lambda
+unpacks it under /opt, and /opt/python is on the runtime's import path):
+
+    python/<dependencies>           the captured dependencies' wheels for Lambda's platform,
                                     unpacked as ``pip install --target`` would lay them out
+
+So an edited function uploads its payload and the runtime, a few kilobytes; the
+dependencies are published once per set (``layer_key`` names it).
 
 Every entry has a fixed timestamp and mode and the entries are sorted, so the
 same inputs give the same bytes and the same SHA-256. ``bundle_key`` names the
@@ -55,8 +63,22 @@ def _source_hash() -> str:
 def bundle_key(package: FunctionPackage, dependencies_hash: str, *, python: tuple[int, int],
                architecture: str) -> str:
     """The identity of the bundle these inputs make (cheap: nothing is built)."""
-    return content_hash("lambda-zip-1", package.content_hash, dependencies_hash, _source_hash(),
+    return content_hash("lambda-zip-2", package.content_hash, dependencies_hash, _source_hash(),
                         "%d.%d" % python, architecture)
+
+
+LAYER_PREFIX = "straightline-deps-"
+LAYER_DIR = "python"            # Lambda's Python runtimes import from /opt/python
+
+
+def layer_key(pins, *, python: tuple[int, int], architecture: str) -> str:
+    """The identity of a dependency set's layer (the pinned distributions it holds)."""
+    return content_hash("lambda-layer-1", *pins, "%d.%d" % python, architecture)
+
+
+def layer_name(key: str) -> str:
+    """The layer's name: content-addressed, so one name holds one content."""
+    return f"{LAYER_PREFIX}{key[:24]}"
 
 
 @dataclass(frozen=True)
@@ -145,6 +167,17 @@ def plan_bundle(package: FunctionPackage, wheels=()) -> list[_Entry]:
     return [entries[name] for name in sorted(entries)]
 
 
+def plan_layer(wheels) -> list[_Entry]:
+    """The dependency layer's entries, sorted, under ``python/``; as ``plan_bundle``
+    lays wheels out (the first of two wheels that ship a path wins)."""
+    entries: dict[str, _Entry] = {}
+    for wheel in sorted(wheels, key=os.path.basename):
+        for entry in _wheel_entries(wheel):
+            arcname = f"{LAYER_DIR}/{entry.arcname}"
+            entries.setdefault(arcname, _Entry(arcname, entry.size, entry.mode, entry.read))
+    return [entries[name] for name in sorted(entries)]
+
+
 def unzipped_bytes(entries: list[_Entry]) -> int:
     return sum(e.size for e in entries)
 
@@ -162,5 +195,5 @@ def build_bundle(entries: list[_Entry], key: str) -> LambdaBundle:
     return LambdaBundle(buffer.getvalue(), key, unzipped_bytes(entries), len(entries))
 
 
-__all__ = ["HANDLER", "PAYLOAD_FILE", "LambdaBundle", "build_bundle", "bundle_key", "plan_bundle",
-           "unzipped_bytes"]
+__all__ = ["HANDLER", "LAYER_PREFIX", "PAYLOAD_FILE", "LambdaBundle", "build_bundle", "bundle_key",
+           "layer_key", "layer_name", "plan_bundle", "plan_layer", "unzipped_bytes"]

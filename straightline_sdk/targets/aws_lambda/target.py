@@ -2,9 +2,12 @@
 
 boto3 with the standard credential chain and region (AWS_ENDPOINT_URL is
 honoured, which is how the tests point it at moto). Deploy builds a zip bundle
-(bundle.py) and creates or updates the function; the bundle's
-content key travels in the function's tags, so an unchanged redeploy, from
-this process or a later one, uploads nothing. Invoke sends the request frame
+(bundle.py: the payload, the runtime, cloudpickle) and creates or updates the
+function; the captured dependencies go in a layer named by the dependency
+set's hash, published once per set and attached to every function that needs
+it, so an edit uploads the payload alone. The bundle's content key travels in
+the function's tags, so an unchanged redeploy, from this process or a later
+one, uploads nothing. Invoke sends the request frame
 base64 in the JSON event and returns the response frame.
 
 Options: options.py (``LambdaOptions``: names, types, defaults). Docs: docs/targets-lambda.md.
@@ -110,6 +113,8 @@ class LambdaTarget(Target):
         self.region: str | None = None
         self.uploaded = False           # whether the last deploy sent code
         self.bundle_key: str | None = None
+        self.layers: list[str] | None = None   # layer version ARNs this deploy attached (None: left as they were)
+        self.layer_published = False    # whether the last deploy published a dependencies layer
         self.cold_starts = 0
         self.calls = 0
         self._session = None
@@ -240,10 +245,13 @@ class LambdaTarget(Target):
             self._step("code unchanged: nothing to upload")
             self.uploaded = False
             self.arn = config["FunctionArn"]
+            self.layers = [layer.get("Arn") for layer in config.get("Layers") or []]
             self._wait("function_updated_v2")
             self._update_configuration(config)
         else:
-            bundle = self._bundle(self._wheels(shipped), key)
+            wheels = self._wheels(shipped)
+            bundle = self._bundle(wheels, key)   # the size of both checked before any upload
+            self.layers = [self._layer(shipped, wheels)] if wheels else []
             code = self._code_location(bundle)
             try:
                 if config is None:
@@ -325,9 +333,11 @@ class LambdaTarget(Target):
                      "docker or ray target")
 
     def _bundle(self, wheels: list[str], key: str):
+        """The function's zip (no dependencies: they go in the layer); Lambda's
+        unzipped limit holds for the function and its layers together."""
         from . import bundle as lambda_zip
-        entries = lambda_zip.plan_bundle(self.spec.package, wheels)
-        size = lambda_zip.unzipped_bytes(entries)
+        entries = lambda_zip.plan_bundle(self.spec.package)
+        size = lambda_zip.unzipped_bytes(entries) + lambda_zip.unzipped_bytes(lambda_zip.plan_layer(wheels))
         if size / (1024 * 1024) > LAMBDA_LIMITS.max_package_mb:
             raise TargetUnavailable(
                 f"the Lambda bundle of {self.spec.name!r} would be {size / (1024 * 1024):.0f} MB "
@@ -336,14 +346,49 @@ class LambdaTarget(Target):
         self._step(f"building the bundle ({len(entries)} files, {size / (1024 * 1024):.1f} MB unzipped)")
         return lambda_zip.build_bundle(entries, key)
 
-    def _code_location(self, bundle) -> dict:
+    def _layer(self, shipped, wheels: list[str]) -> str:
+        """The ARN of the dependency set's layer version: found by its name and
+        description (both from the set's hash), else published now, once."""
+        from botocore.exceptions import ClientError
+        from . import bundle as lambda_zip
+        runtime = "python%d.%d" % sys.version_info[:2]
+        key = lambda_zip.layer_key(shipped.pins, python=sys.version_info[:2],
+                                   architecture=self.architecture)
+        name, description = lambda_zip.layer_name(key), f"straightline-sdk dependencies {key}"
+        try:
+            versions = self._control.list_layer_versions(LayerName=name).get("LayerVersions", [])
+        except ClientError as exc:
+            if client_error_code(exc)[0] != "ResourceNotFoundException":
+                raise
+            versions = []
+        for version in versions:
+            if version.get("Description") == description:
+                self._step(f"dependencies layer {name}: published already")
+                self.layer_published = False
+                return version["LayerVersionArn"]
+        entries = lambda_zip.plan_layer(wheels)
+        size = lambda_zip.unzipped_bytes(entries)
+        self._step(f"building the dependencies layer {name} ({len(entries)} files, "
+                   f"{size / (1024 * 1024):.1f} MB unzipped)")
+        layer = lambda_zip.build_bundle(entries, key)
+        content = self._code_location(layer, s3_key=f"straightline/layers/{name}.zip")
+        try:
+            published = self._control.publish_layer_version(
+                LayerName=name, Description=description, Content=content,
+                CompatibleRuntimes=[runtime], CompatibleArchitectures=[self.architecture])
+        finally:
+            self._drop_upload(content)
+        self.layer_published = True
+        return published["LayerVersionArn"]
+
+    def _code_location(self, bundle, s3_key: str = "") -> dict:
         limit_mb = self.options.direct_upload_limit_mb
         if len(bundle.data) <= limit_mb * 1024 * 1024:
             self._step(f"uploading {len(bundle.data) / (1024 * 1024):.1f} MB")
             return {"ZipFile": bundle.data}
         s3 = self._client("s3", retries={"mode": "standard"})
         bucket = self._bucket(s3)
-        key = f"straightline/{self.function_name}/{bundle.key}.zip"
+        key = s3_key or f"straightline/{self.function_name}/{bundle.key}.zip"
         self._step(f"uploading {len(bundle.data) / (1024 * 1024):.1f} MB to s3://{bucket}/{key}")
         s3.put_object(Bucket=bucket, Key=key, Body=bundle.data)
         return {"S3Bucket": bucket, "S3Key": key}
@@ -401,7 +446,7 @@ class LambdaTarget(Target):
                       Timeout=self.timeout_s, Architectures=[self.architecture],
                       Environment=self._environment(), PackageType="Zip",
                       Description=f"straightline-sdk deployment {self.spec.name}"[:256],
-                      Tags=self._tags(self.bundle_key or ""))
+                      Layers=list(self.layers or []), Tags=self._tags(self.bundle_key or ""))
         # A role created moments ago takes a few seconds before Lambda may assume it.
         for attempt in Retrying(stop=stop_after_delay(60), wait=wait_exponential(multiplier=1, max=8),
                                 retry=retry_if_exception(role_not_ready), reraise=True):
@@ -426,6 +471,8 @@ class LambdaTarget(Target):
         if self.options.role:
             wanted["Role"] = self._execution_role()
         changes = {k: v for k, v in wanted.items() if config.get(k) != v}
+        if self.layers is not None and [layer.get("Arn") for layer in config.get("Layers") or []] != self.layers:
+            changes["Layers"] = list(self.layers)
         if not changes:
             return
         self._step(f"updating the configuration of {self.function_name}: {', '.join(sorted(changes))}")
@@ -645,6 +692,7 @@ class LambdaTarget(Target):
         return {"function": self.function_name, "region": self.region, "arn": self.arn,
                 "memory_mb": self.memory_mb, "timeout_s": self.timeout_s,
                 "architecture": self.architecture, "uploaded": self.uploaded,
+                "layers": list(self.layers or []), "layer_published": self.layer_published,
                 "calls": self.calls, "cold_starts": self.cold_starts,
                 "concurrency": self.concurrency}
 
@@ -652,15 +700,20 @@ class LambdaTarget(Target):
 
     @classmethod
     def inventory(cls, options) -> list[dict]:
-        """Lambda functions the SDK created in the configured region."""
+        """Lambda functions the SDK created in the configured region, and its
+        dependency layers' versions (unused: no function in the region uses one;
+        never orphans, as no process owns a layer: ``gc --unused`` removes them)."""
         options = LambdaOptions.parse(options)
         if not cls.probe(options).available:
             return []
         session = cls._make_session(options)
         lam = session.client("lambda")
         found = []
+        used_layers: dict[str, list[str]] = {}   # layer version ARN -> functions using it
         for page in lam.get_paginator("list_functions").paginate():
             for fn in page.get("Functions", []):
+                for layer in fn.get("Layers") or []:
+                    used_layers.setdefault(layer.get("Arn", ""), []).append(fn["FunctionName"])
                 if not fn["FunctionName"].startswith(FUNCTION_PREFIX):
                     continue  # ours all carry the prefix: only those need their tags read
                 tags = lam.list_tags(Resource=fn["FunctionArn"]).get("Tags", {})
@@ -676,6 +729,31 @@ class LambdaTarget(Target):
                     "function": fn["FunctionName"], "region": session.region_name,
                     "last_modified": fn.get("LastModified"), "memory_mb": fn.get("MemorySize"),
                 })
+        found += cls._layer_inventory(lam, used_layers, session.region_name)
+        return found
+
+    @classmethod
+    def _layer_inventory(cls, lam, used: dict[str, list[str]], region: str) -> list[dict]:
+        from . import bundle as lambda_zip
+        found = []
+        for page in lam.get_paginator("list_layers").paginate():
+            for layer in page.get("Layers", []):
+                name = layer.get("LayerName", "")
+                if not name.startswith(lambda_zip.LAYER_PREFIX):
+                    continue
+                for version in lam.list_layer_versions(LayerName=name).get("LayerVersions", []):
+                    if not version.get("Description", "").startswith("straightline-sdk dependencies"):
+                        continue
+                    arn = version["LayerVersionArn"]
+                    users = sorted(used.get(arn, []))
+                    found.append({
+                        "kind": KIND, "type": "layer version", "id": arn, "name": name,
+                        "state": "", "owner": "", "orphan": False, "keep": False,
+                        "unused": not users, "used_by": ", ".join(users),
+                        "size": (version.get("Content") or {}).get("CodeSize"),
+                        "last_used": (version.get("CreatedDate") or "")[:16].replace("T", " "),
+                        "layer": name, "version": version.get("Version"), "region": region,
+                        "remove_order": 2})
         return found
 
     @classmethod
@@ -683,8 +761,15 @@ class LambdaTarget(Target):
         """Delete one function ``inventory`` listed; only if the SDK's tag is still on it."""
         options = LambdaOptions.parse(options)
         from botocore.exceptions import BotoCoreError, ClientError
+        from . import bundle as lambda_zip
         lam = cls._make_session(options).client("lambda")
         try:
+            if item.get("type") == "layer version":
+                if not str(item.get("layer", "")).startswith(lambda_zip.LAYER_PREFIX):
+                    raise TargetUnavailable(f"{item['id']} is not a straightline-sdk layer; not "
+                                            f"removed", target=KIND)
+                lam.delete_layer_version(LayerName=item["layer"], VersionNumber=int(item["version"]))
+                return
             if not item["id"].startswith("arn:"):
                 item = {**item, "id": lam.get_function_configuration(
                     FunctionName=item["id"])["FunctionArn"]}

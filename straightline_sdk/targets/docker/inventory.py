@@ -1,5 +1,11 @@
 """What ``straightline ls`` and ``gc`` see on a Docker engine: the SDK's
-containers and images, and which are orphans."""
+containers and images, and which are orphans.
+
+Images are one per dependency set (role ``dependencies``, shared by every
+function with that set); ``used by`` names the deployments whose containers
+run one. Images of role ``function`` were made by earlier SDK versions (one
+per function version): no deployment of this version starts one, so they are
+unused once no container runs them, and ``gc --unused`` removes them."""
 
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ def inventory(options) -> list[dict]:
     items: list[dict] = []
     needed_images: set[str] = set()
     needed_deps: set[str] = set()
+    users: dict[str, set[str]] = {}     # dependencies hash -> deployments whose containers use it
     for c in docker.containers.list(all=True, filters={"label": LABEL_ROLE}):
         labels = c.labels
         if labels.get(LABEL_ROLE) != "worker":
@@ -33,12 +40,14 @@ def inventory(options) -> list[dict]:
         if not orphan:
             needed_images.add(c.attrs.get("Image", ""))
             needed_deps.add(labels.get(LABEL_DEPS, ""))
+            users.setdefault(labels.get(LABEL_DEPS, ""), set()).add(labels.get(LABEL_NAME, ""))
         items.append({"kind": KIND, "type": "container", "id": c.short_id,
                       "name": labels.get(LABEL_NAME, ""), "owner": owners[-1] if owners else "",
                       "orphan": orphan, "unused": orphan, "keep": keep, "state": c.status,
                       "deployment": labels.get(LABEL_NAME, ""),
                       "last_used": last_used([c.attrs.get("Image", "")], c.attrs.get("Created", "")),
                       "hash": labels.get(LABEL_HASH, "")[:12], "remove_order": 0})
+    used_deps = set(needed_deps)   # gc --unused: what a container runs, not merely its builder's
     images = [i for i in docker.images.list(filters={"label": LABEL_ROLE})
               if i.labels.get(LABEL_ROLE) in ("function", "dependencies")]
     for image in sorted(images, key=lambda i: i.labels.get(LABEL_ROLE) != "function"):
@@ -46,17 +55,24 @@ def inventory(options) -> list[dict]:
         owner = labels.get(LABEL_OWNER, "")
         role = labels.get(LABEL_ROLE)
         if role == "function":
-            needed = image.id in needed_images
+            needed = used = image.id in needed_images
         else:
             needed = labels.get(LABEL_HASH) in needed_deps
+            used = labels.get(LABEL_HASH) in used_deps
         orphan = not needed and owner_alive(owner) is False
         if role == "function" and not orphan:
             needed_deps.add(labels.get(LABEL_DEPS, ""))
-        items.append({"kind": KIND, "type": f"{role} image", "id": image.short_id.split(":")[-1],
+        if role == "function" and used:   # an old version's container still runs on it
+            used_deps.add(labels.get(LABEL_DEPS, ""))
+        used_by = sorted(n for n in users.get(labels.get(LABEL_HASH, ""), ()) if n) \
+            if role == "dependencies" else []
+        items.append({"kind": KIND, "type": f"{role} image" if role == "dependencies"
+                      else "function image (old SDK)", "id": image.short_id.split(":")[-1],
                       "name": ", ".join(image.tags) or labels.get(LABEL_NAME, ""),
+                      "used_by": ", ".join(used_by),
                       "owner": owner, "orphan": orphan, "keep": False, "state": "",
                       # no live or kept deployment's container runs it (gc --unused)
-                      "unused": not needed, "deployment": labels.get(LABEL_NAME, ""),
+                      "unused": not used, "deployment": labels.get(LABEL_NAME, ""),
                       "size": image.attrs.get("Size"),
                       "last_used": last_used([image.id, *image.tags], image.attrs.get("Created", "")),
                       "hash": labels.get(LABEL_HASH, "")[:12], "tags": list(image.tags),

@@ -10,11 +10,12 @@ import time
 
 from ...local_state import cache_dir, owner_tag, write_private
 
-# Labels on everything the SDK creates. Containers: role=worker; images: role=function
-# or role=dependencies. Nothing in them is secret.
+# Labels on everything the SDK creates. Containers: role=worker; images: role=dependencies
+# (one per dependency set; role=function: per-function images of earlier SDK versions,
+# listed and removable, never made now). Nothing in them is secret.
 LABEL_ROLE = "straightline.role"
 LABEL_NAME = "straightline.name"        # the deployment's name
-LABEL_HASH = "straightline.hash"        # the image's content hash (containers: their image's)
+LABEL_HASH = "straightline.hash"        # the image's content hash (containers: their function's)
 LABEL_DEPS = "straightline.deps"        # the dependencies image's content hash
 LABEL_CONFIG = "straightline.config"    # hash of content + name + resources + keep: adoptable?
 LABEL_OWNER = "straightline.owner"      # user@host:pid:start of the process that made it

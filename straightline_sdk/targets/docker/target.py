@@ -1,12 +1,16 @@
 """The Docker target: the function in a container, on the local engine or on one
 reached through DOCKER_HOST (tcp:// or ssh://), via the docker SDK.
 
-deploy: capture the dependencies, build (or find) the content-hashed images
-(packaging/docker_context.py), then adopt a healthy running container of the
-same content and settings, or start one: detached, ``init=True`` (Python as PID
-1 ignores SIGTERM), the worker's port published on 127.0.0.1 only (a remote
-engine: see ``publish_host``/``connect_host`` below), the token in its
-environment, ``straightline.*`` labels, limits from ``Resources``.
+deploy: capture the dependencies, build (or find) the content-hashed image of
+that dependency set (packaging/docker_context.py; images carry no function),
+then adopt a healthy running container of the same content and settings, or
+create one, copy the function's payload into it, and start it: detached,
+``init=True`` (Python as PID 1 ignores SIGTERM), the worker's port published
+on 127.0.0.1 only (a remote engine: see ``publish_host``/``connect_host``
+below), the token in its environment, ``straightline.*`` labels, limits from
+``Resources``. An edited function goes to the running worker (POST /function)
+and into the container's file (a restart runs it); a cold deploy of it builds
+nothing when its dependency set's image exists.
 
 A container outlives the process that started it only with ``keep=True`` or
 when that process died without running its exit hooks. A later process finds it
@@ -110,8 +114,8 @@ class DockerTarget(Target):
         self._container_id: str | None = None
         self._recorded_key = ""         # this deployment's record (see _adopt_recorded)
         self.client: WorkerClient | None = None
-        self.image_tag = ""
-        self.image_hash = ""
+        self.image_tag = ""             # the dependencies image the container runs
+        self.image_hash = ""            # the function's content hash on it (the container's label)
         self.adopted = False            # reused a running container rather than starting one
         self.built: list[str] = []      # tags this deploy built (empty: everything was cached)
         self.build_steps: list[tuple[str, bool]] = []   # (step, from the cache) of those builds
@@ -122,6 +126,7 @@ class DockerTarget(Target):
         self._lease_stop: threading.Event | None = None
         self._swapped = False           # runs an edited payload sent after start, not its image's
         self._swap_deps = ""            # the dependency set the running image was made for
+        self._payload_lock = threading.Lock()   # one copy into the container at a time
 
     @property
     def container(self):
@@ -256,7 +261,7 @@ class DockerTarget(Target):
         deps_hash = docker_context.dependencies_hash(deps, base_id, platform)
         deps_tag = docker_context.dependencies_tag(deps, base_id, platform)
         self.image_hash = docker_context.function_hash(self.spec.package, deps_hash)
-        self.image_tag = f"{docker_context.image_name(self.spec.name)}:{self.image_hash[:12]}"
+        self.image_tag = deps_tag
         bind, connect = self._addresses()
         config = content_hash(self.image_hash, self.spec.name, repr(resources),
                               f"{self.processes}x{self.threads}",
@@ -266,19 +271,17 @@ class DockerTarget(Target):
             return
 
         labels = {LABEL_NAME: self.spec.name, LABEL_OWNER: owner_tag(), LABEL_SDK: _sdk_version()}
-        if not self._image_current(self.image_tag, self.image_hash):
-            if not self._image_current(deps_tag, deps_hash):
-                try:
-                    wheels = download_wheels(deps, platform, python=sys.version_info[:2],
-                                             progress=self.progress)
-                except PackagingError as exc:
-                    raise TargetUnavailable(str(exc), target=KIND) from exc
-                self._build(docker_context.dependencies_context(
-                    deps, wheels, base_image=base, base_image_id=base_id, platform=platform,
-                    labels={**labels, LABEL_ROLE: "dependencies"}))
-            self._build(docker_context.function_context(
-                self.spec.package, deps_tag=deps_tag, deps_hash=deps_hash,
-                labels={**labels, LABEL_ROLE: "function"}))
+        # one image per dependency set: an edited function (a new process, a
+        # deployment ended) finds it and builds nothing
+        if not self._image_current(deps_tag, deps_hash):
+            try:
+                wheels = download_wheels(deps, platform, python=sys.version_info[:2],
+                                         progress=self.progress)
+            except PackagingError as exc:
+                raise TargetUnavailable(str(exc), target=KIND) from exc
+            self._build(docker_context.dependencies_context(
+                deps, wheels, base_image=base, base_image_id=base_id, platform=platform,
+                labels={**labels, LABEL_ROLE: "dependencies"}))
         self._start(config, deps_hash, bind, connect)
         self._remember()
 
@@ -348,7 +351,8 @@ class DockerTarget(Target):
         self.built.append(context.tag)
 
     def _container_name(self) -> str:
-        return f"straightline-{self.image_tag.split('/', 1)[1].replace(':', '-')}-{secrets.token_hex(3)}"
+        slug = docker_context.image_name(self.spec.name).split("/", 1)[1]
+        return f"straightline-{slug}-{self.image_hash[:12]}-{secrets.token_hex(3)}"
 
     def _start(self, config: str, deps_hash: str, bind: str, connect: str) -> None:
         resources = self.spec.resources
@@ -367,8 +371,8 @@ class DockerTarget(Target):
                 count=int(resources.gpus), capabilities=[["gpu"]])]
         self._step(f"starting a container of {self.image_tag}")
         try:
-            self.container = self.docker.containers.run(
-                self.image_tag, detach=True, init=True, name=self._container_name(),
+            self.container = self.docker.containers.create(
+                self.image_tag, init=True, name=self._container_name(),
                 # env and secrets: the container's configuration, never an image layer or label
                 environment={**self.spec.environment(),
                              wire.TOKEN_ENV: self.spec.token, wire.NAME_ENV: self.spec.name,
@@ -383,6 +387,15 @@ class DockerTarget(Target):
                                     f"{self.image_tag}: {_short(exc)}", target=KIND) from exc
         _write_record(self.container.id, self.spec.token)
         try:
+            # the function goes in before the start, into the container's own
+            # filesystem: the worker loads it, and a restart loads it again
+            try:
+                self.container.put_archive(docker_context.APP_DIR,
+                                           docker_context.payload_archive(self.spec.package))
+                self.container.start()
+            except Exception as exc:
+                raise TargetUnavailable(f"the Docker engine could not start a container of "
+                                        f"{self.image_tag}: {_short(exc)}", target=KIND) from exc
             self.client = WorkerClient(connect, self._published_ports()[0], self.spec.token, target=KIND)
             self._wait_ready(self.options.start_timeout_s)
             self.client.close()
@@ -544,6 +557,8 @@ class DockerTarget(Target):
                 if client.get(wire.HEALTH_PATH).json().get("function_hash"):
                     send_function(client, self.spec.package.payload,
                                   what=f"the container for {self.spec.name!r}")
+                    self._swapped = True
+                    self._store_payload()
             except (TargetFailure, TargetUnavailable, ValueError):
                 client.close()
                 continue
@@ -677,6 +692,7 @@ class DockerTarget(Target):
             return False
         send_function(client, spec.package.payload, what=f"the container for {spec.name!r}")
         old_key, self.spec, self._swapped = self._recorded_key, spec, True
+        self._store_payload()
         if old_key:   # the record now names the edited content (a restarted kernel finds it)
             try:
                 os.unlink(_deployment_path(old_key))
@@ -685,6 +701,25 @@ class DockerTarget(Target):
             self._recorded_key = self._record_key()
             self._remember()
         return True
+
+    def _store_payload(self) -> None:
+        """Copy the current function into the container's file, in the background
+        (the swap has answered already), so that any restart of the container
+        (a time-out's, the engine's, `docker restart`) runs it, not the one it
+        was started with. Until it lands, this process's own restarts send it again."""
+        def store():
+            with self._payload_lock:
+                spec, container = self.spec, self.container
+                if container is None:
+                    return
+                try:
+                    container.put_archive(docker_context.APP_DIR,
+                                          docker_context.payload_archive(spec.package))
+                except Exception as exc:   # the swap stands; a restart here sends it again
+                    log.debug("copying the edited function into the container failed: %s",
+                              _short(exc))
+
+        threading.Thread(target=store, name=f"payload-{self.spec.name}", daemon=True).start()
 
     def stream(self, segments, total, timeout):
         client = self.client
