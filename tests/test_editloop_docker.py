@@ -160,6 +160,12 @@ def test_two_functions_with_the_same_dependencies_run_on_one_image(engine):
     assert copies and not [c for c in copies if "function.pkl" in c], copies
 
 
+def _images_named(engine, name: str) -> set:
+    """The images a deployment's builds would carry its name on (other tests may
+    build their own on the shared engine meanwhile)."""
+    return {i.id for i in engine.images.list(filters={"label": f"straightline.name={name}"})}
+
+
 def test_an_edit_after_undeploy_builds_no_image_and_serves_the_new_code(engine):
     name = f"editloop-cold-{os.urandom(3).hex()}"
     salt = os.urandom(4).hex()
@@ -167,12 +173,12 @@ def test_an_edit_after_undeploy_builds_no_image_and_serves_the_new_code(engine):
     assert old(5) == 10
     image = _target(old).image_tag
     old.undeploy()
-    images = {i.id for i in engine.images.list(filters={"label": "straightline.role"})}
+    images = _images_named(engine, name)
     new = straightline.deploy(_version(salt, 9), target="docker", name=name)
     assert new(5) == 45
     target = _target(new)
     assert target.built == [] and target.image_tag == image and not target.adopted
-    assert {i.id for i in engine.images.list(filters={"label": "straightline.role"})} == images
+    assert _images_named(engine, name) == images
 
 
 _EDIT_SCRIPT = """
@@ -213,12 +219,12 @@ def test_an_edit_on_a_warm_container_builds_no_image_and_serves_the_new_code(eng
     assert h(5) == 10
     container = _target(h).container.id
     built = list(_target(h).built)
-    images = {i.id for i in engine.images.list(filters={"label": "straightline.role"})}
+    images = _images_named(engine, name)
     h2 = straightline.deploy(_version(salt, 7), target="docker", name=name)
     assert h2 is h and h(5) == 35
     target = _target(h)
     assert target.container.id == container and target.built == built   # nothing built since
-    assert {i.id for i in engine.images.list(filters={"label": "straightline.role"})} <= images
+    assert _images_named(engine, name) == images
     assert engine.containers.get(container).status == "running"
 
 
