@@ -208,3 +208,95 @@ def test_a_record_outlives_no_container_removed_outside_the_sdk(engine, tmp_path
         assert not os.path.exists(_record_path(first["container"]))  # its token is dropped
     finally:
         engine.containers.get(second["container"]).remove(force=True)
+
+
+class _RunLog:
+    """A TCP listener on the Docker bridge's gateway: each call in a container
+    sends a line there when it starts, so the test counts what ran (twice)."""
+
+    def __init__(self, engine):  # noqa: F811
+        import socket
+        gateway = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        self.server = socket.create_server((gateway, 0))
+        self.address = self.server.getsockname()
+        self.lines: list[int] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn):
+        with conn, conn.makefile("rb") as f:
+            for line in f:
+                with self._lock:
+                    self.lines.append(int(line))
+
+    def runs(self) -> list[int]:
+        with self._lock:
+            return list(self.lines)
+
+    def close(self):
+        self.server.close()
+
+
+def _noting(address):
+    def run(x):
+        import socket
+        import time
+        global _run_log
+        try:
+            sock = _run_log
+        except NameError:
+            sock = _run_log = socket.create_connection(address)
+        sock.sendall(b"%d\n" % x)
+        end = time.perf_counter() + 0.002
+        while time.perf_counter() < end:
+            pass
+        return 2 * x
+    return run
+
+
+def test_a_container_killed_mid_map_reruns_only_the_calls_in_flight(engine):  # noqa: F811
+    items = 1000
+    log = _RunLog(engine)
+    straightline.configure(options={"docker": {"processes": 2, "threads": 1}})
+    h = straightline.deploy(_noting(log.address), sample=(-1,), targets=["docker"],
+                            name="docker-map-kill")
+    try:
+        assert h(-2) == -4                                # the container answers
+        in_flight = h.deployed_targets["docker"].concurrency
+        container_id = h.deployed_targets["docker"].container.id
+        box = {}
+
+        def run():
+            try:
+                box["value"] = h.map(range(items), progress=False)
+            except BaseException as exc:   # noqa: BLE001 - inspected below
+                box["value"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert wait_until(lambda: len([x for x in log.runs() if x >= 0]) >= items // 5,
+                          timeout=120, interval=0.005)
+        engine.containers.get(container_id).kill()     # docker kill
+        thread.join(300)
+        assert not thread.is_alive(), "the map hung after docker kill"
+        assert box["value"] == [2 * x for x in range(items)]
+        ran = [x for x in log.runs() if x >= 0]
+        assert sorted(set(ran)) == list(range(items))
+        assert h.stats()["docker"]["failures"] >= 1, "the kill came after the map"
+        assert len(ran) - items <= in_flight, (f"{len(ran) - items} calls ran twice; at most the "
+                                               f"{in_flight} in flight at the kill may")
+    finally:
+        h.undeploy()
+        log.close()
+        try:
+            engine.containers.get(container_id).remove(force=True)
+        except Exception:
+            pass
