@@ -249,11 +249,11 @@ def _noting(address):
     def run(x):
         import socket
         import time
-        global _run_log
-        try:
-            sock = _run_log
-        except NameError:
-            sock = _run_log = socket.create_connection(address)
+        # one connection per process and log, kept where pickling the function cannot see it
+        conns = socket.__dict__.setdefault("_straightline_run_logs", {})
+        sock = conns.get(address)
+        if sock is None:
+            sock = conns[address] = socket.create_connection(address)
         sock.sendall(b"%d\n" % x)
         end = time.perf_counter() + 0.002
         while time.perf_counter() < end:

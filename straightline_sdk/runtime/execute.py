@@ -60,6 +60,11 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
     ``meta`` holds the time spent in the function (``function_s``) and, when
     ``options`` asks for it, what the call wrote (``output``, see capture.py).
     """
+    return list(each_outcome(fn, calls, options))
+
+
+def each_outcome(fn, calls, options: dict | None = None):
+    """run_calls' outcomes one by one, each as its call returns."""
     options = options or {}
     capture_on = bool(options.get("capture"))
     log_level = options.get("log_level")
@@ -67,7 +72,6 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
     tee_all = options.get("tee", True)
     # a single call may be read while it runs (streaming), by the id the client sent
     stream_id = options.get("stream_id") if len(calls) == 1 else None
-    outcomes = []
     clock = time.perf_counter
     _in_call.active = True
     try:
@@ -98,10 +102,9 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
                 meta["output"] = output.as_list()
                 if output.truncated:
                     meta["truncated"] = output.truncated
-            outcomes.append(tuple(outcome))
+            yield tuple(outcome)
     finally:
         _in_call.active = False
-    return outcomes
 
 
 def format_error(info: dict) -> str:
@@ -243,8 +246,8 @@ def _chunk_records(fn, calls, options):
     clock = time.perf_counter
     finished: list = []
     last_sent = clock()
-    for call in calls:
-        finished += run_calls(fn, [call], options)
+    for outcome in each_outcome(fn, calls, options):
+        finished.append(outcome)
         now = clock()
         if now - last_sent >= EACH_SEND_S:
             segments, total = encode_outcomes(finished)
