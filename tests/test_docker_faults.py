@@ -300,3 +300,67 @@ def test_a_container_killed_mid_map_reruns_only_the_calls_in_flight(engine):  # 
             engine.containers.get(container_id).remove(force=True)
         except Exception:
             pass
+
+
+_KEEP_ON_LOOPBACK = """
+import json, sys
+import straightline_sdk as straightline
+straightline.configure(options={"docker": {"direct": False}})   # recorded at 127.0.0.1:<port>
+h = straightline.deploy(lambda s: s.upper(), sample=("a",), target="docker", keep=True,
+                        name=sys.argv[1])
+assert h(sys.argv[2]) == sys.argv[2].upper()
+t = h.deployed_targets["docker"]
+print(json.dumps({"container": t.container.id if t.container else t._container_id,
+                  "adopted": t.adopted, "host": t.client.host, "port": t.client.port}), flush=True)
+"""
+
+
+def _start_impostor(host: str, port: int, tmp_path):
+    import os
+    import subprocess
+    import sys
+    record, marker = tmp_path / "received.bin", tmp_path / "pwned"
+    proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "support",
+                                                          "impostor.py"),
+                             host, str(port), str(record), str(marker)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "LISTENING"
+    return proc, record, marker
+
+
+def test_a_redeploy_does_not_adopt_an_impostor_at_the_recorded_address(engine, tmp_path):  # noqa: F811
+    """Finding 1 on Docker: the record of a kept container names its address; the
+    container is removed and another program answers there. An unchanged redeploy
+    in a new process sends it a handshake only (no key, no argument), unpickles
+    nothing it says, and starts a container of its own."""
+    import json
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "notebook.py"
+    script.write_text(_KEEP_ON_LOOPBACK)
+    root = os.path.dirname(os.path.dirname(__file__))
+
+    def run(argument):
+        done = subprocess.run([sys.executable, str(script), "docker-impostor", argument],
+                              capture_output=True, text=True, timeout=240, cwd=root)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run("warm")
+    second = None
+    engine.containers.get(first["container"]).remove(force=True)   # gone, outside the SDK
+    impostor, record, marker = _start_impostor(first["host"], first["port"], tmp_path)
+    try:
+        second = run("secret-argument-5c1e")
+        assert second["container"] != first["container"] and not second["adopted"]
+        received = record.read_bytes() if record.exists() else b""
+        assert received.startswith(b"POST /auth ")     # it was asked: only for its proof
+        assert b"/invoke" not in received and b"Bearer" not in received
+        assert b"secret-argument-5c1e" not in received
+        assert not marker.exists()                     # nothing it said was unpickled
+    finally:
+        impostor.kill()
+        impostor.wait()
+        if second is not None:
+            engine.containers.get(second["container"]).remove(force=True)
