@@ -115,6 +115,7 @@ class LambdaTarget(Target):
         self._session = None
         self._control = None            # the Lambda client for everything but Invoke
         self._invoker = None            # the Lambda client for Invoke: no botocore retries
+        self._quick_client = None       # one brief try: health and reachability checks
         self._tails: collections.deque = collections.deque(maxlen=20)
         self._lock = threading.Lock()
         self._gone = False              # the function was deleted under us
@@ -196,6 +197,7 @@ class LambdaTarget(Target):
         self.region = self._session.region_name
         self._control = self._client("lambda", retries={"mode": "standard", "max_attempts": 5},
                                      connect_timeout=10, read_timeout=60)
+        self._check_reachable()
         try:
             self._deploy()
         except ClientError as exc:
@@ -603,6 +605,29 @@ class LambdaTarget(Target):
 
     # -- health, teardown, logs ------------------------------------------------------
 
+    def _quick(self):
+        """A Lambda client that tries once, briefly: the health check and the
+        reachability check. The control client's retries (five, with backoff) made
+        every call that failed while the service was down wait ~15 s on its health
+        check, and every redeploy as long (issue 17, finding 5: moto down)."""
+        if self._quick_client is None:
+            self._quick_client = self._client("lambda", retries={"total_max_attempts": 1},
+                                              connect_timeout=2, read_timeout=10)
+        return self._quick_client
+
+    def _check_reachable(self) -> None:
+        """Before a deploy's many calls: does the Lambda endpoint answer at all?
+        An endpoint that cannot be reached is TargetUnavailable at once (the kind is
+        marked down and its calls go elsewhere), not after each call's retries."""
+        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
+        try:
+            self._quick().list_functions(MaxItems=1)
+        except ClientError:
+            pass   # it answered (e.g. not allowed to list): the deploy says what is wrong
+        except BotoConnectionError as exc:
+            raise TargetUnavailable(f"AWS Lambda does not answer: {exc}", target=KIND,
+                                    hint="check the network and AWS_ENDPOINT_URL") from exc
+
     def health(self) -> tuple[bool, str]:
         if self._control is None:
             return False, "not deployed"
@@ -610,7 +635,7 @@ class LambdaTarget(Target):
             return False, f"the Lambda function {self.function_name!r} no longer exists"
         from botocore.exceptions import BotoCoreError, ClientError
         try:
-            config = self._control.get_function_configuration(FunctionName=self.function_name)
+            config = self._quick().get_function_configuration(FunctionName=self.function_name)
         except ClientError as exc:
             if client_error_code(exc)[0] == "ResourceNotFoundException":
                 self._gone = True
