@@ -17,6 +17,7 @@ import binascii
 import collections
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -34,6 +35,8 @@ from ..base import Probe, Reply, Target
 from .errors import RETRYABLE_CODES, Retryable, client_error_code, hint_for, role_not_ready
 from .limits import LAMBDA_LIMITS
 from .options import ARCHITECTURES, LambdaOptions
+
+log = logging.getLogger("straightline")
 
 KIND = "lambda"
 INSTALL_HINT = "pip install 'straightline-sdk[aws]'"
@@ -653,12 +656,32 @@ class LambdaTarget(Target):
         # means that the process exiting does not (the handle skips kept ones then)
         if self._control is None:
             return
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
+        try:
+            self._quick().delete_function(FunctionName=self.function_name)
+        except BotoConnectionError:
+            # the service does not answer: the call that found the target failed (the
+            # router tears it down on its way) is not held up by the control client's
+            # retries; they go on in the background (`straightline gc` removes what stays)
+            threading.Thread(target=self._delete_function, daemon=True,
+                             name=f"straightline-teardown-{self.function_name}").start()
+            return
+        except ClientError as exc:
+            if client_error_code(exc)[0] != "ResourceNotFoundException":
+                self._delete_function(quiet=False)   # e.g. throttled: with the retries
+        self._gone = True
+
+    def _delete_function(self, quiet: bool = True) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
         try:
             self._control.delete_function(FunctionName=self.function_name)
         except ClientError as exc:
-            if client_error_code(exc)[0] != "ResourceNotFoundException":
+            if client_error_code(exc)[0] != "ResourceNotFoundException" and not quiet:
                 raise
+        except BotoCoreError as exc:
+            if not quiet:
+                raise
+            log.debug("the Lambda function %s was not deleted: %s", self.function_name, exc)
         self._gone = True
 
     def logs(self, tail: int = 100) -> str:
