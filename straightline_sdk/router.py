@@ -451,8 +451,11 @@ class Router:
                 continue
             except TargetFailure as exc:
                 last_failure = exc
+                finished = len(exc.completed) if chunk else 0
+                if finished:   # the chunk's calls that came back count as done there
+                    self._record_finished(kind, decision, exc.completed, t0, queue_s, rate)
                 self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
-                                      items=n, request_bytes=total, outcome="failed",
+                                      items=n - finished, request_bytes=total, outcome="failed",
                                       detail=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                                       queue_s=queue_s, rate=rate)
                 if self._after_failure(kind, exc) and kind not in retried:
@@ -508,6 +511,17 @@ class Router:
                 self._service_s[kind] = latency / n if old is None else 0.8 * old + 0.2 * latency / n
             self.last_decision = decision
             return (kept + outcomes if kept else outcomes), decision
+
+    def _record_finished(self, kind: str, decision: Decision, outcomes: list, t0: float,
+                         queue_s: float, rate: float) -> None:
+        """The calls of a chunk that finished before its target failed: a record of
+        their own, so each call of a map is counted done once."""
+        errors = sum(1 for outcome in outcomes if not outcome[0])
+        function_s = sum(call_output.split(outcome)[2].get("function_s", 0.0) for outcome in outcomes)
+        self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
+                              items=len(outcomes), latency_s=time.perf_counter() - t0,
+                              outcome="error" if errors else "ok", function_s=function_s,
+                              queue_s=queue_s, rate=rate)
 
     def _deadline(self, items: int) -> tuple[float | None, bool]:
         """(seconds a request may wait for its answer, whether that is the default)."""
