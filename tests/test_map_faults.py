@@ -171,3 +171,29 @@ def test_a_tampered_item_record_is_refused_and_nothing_after_it_is_kept(monkeypa
     with pytest.raises(http.PeerNotVerified, match="not signed") as caught:
         http.invoke_worker_each(member, segments, total, 30.0, what="the local worker")
     assert [value for ok, value, *_ in caught.value.completed] == [0, 2]
+
+
+def test_a_worker_frozen_mid_chunk_fails_the_chunk_instead_of_hanging_the_map(tmp_path):
+    """The liveness check also runs between a chunk's records: a worker stopped
+    (SIGSTOP) after it has sent some of a chunk's calls is a target failure, and
+    the map completes on a fresh worker."""
+    path = str(tmp_path / "runs")
+    h = straightline.deploy(noting(path), sample=(0,), targets=["local"], name="map-frozen")
+    os.unlink(path)
+    pid = worker_pid(h)
+    pool = [p.pid for p in psutil.Process(pid).children()] or [pid]
+    thread, box = _map_in_thread(h, range(ITEMS // 2), chunksize=250)   # long chunks
+    assert wait_until(lambda: len(runs(path)) >= 100, timeout=120, interval=0.005)
+    for p in pool:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        thread.join(120)
+        assert not thread.is_alive(), "the map hung on a stopped worker"
+        assert box["value"] == [2 * x for x in range(ITEMS // 2)]
+        assert any("is stopped" in r.detail for r in h.calls if r.outcome == "failed")
+    finally:
+        for p in (pid, *pool):
+            try:
+                os.kill(p, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
