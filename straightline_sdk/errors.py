@@ -41,12 +41,15 @@ class TargetFailure(TargetUnavailable):
     ``may_have_run`` says whether the function may already have started on the
     target: the router retries such calls elsewhere only when the deployment
     allows at-least-once delivery (see docs/concepts.md, "Failover").
+    ``completed``: the outcomes of a map chunk's first calls that finished and came
+    back before the target failed (in order); only the rest is run again.
     """
 
     def __init__(self, message: str, *, target: str | None = None, hint: str | None = None,
                  may_have_run: bool = False):
         super().__init__(message, target=target, hint=hint)
         self.may_have_run = may_have_run
+        self.completed: list = []
 
 
 class TargetSaturated(TargetFailure):

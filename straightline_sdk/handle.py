@@ -248,27 +248,31 @@ class Deployment:
                         errors = 0
                         try:
                             outcomes, decision = fut.result()
-                        except Exception as exc:  # the request failed as a whole, on every target
-                            outcomes, decision, errors = [(False, exc)] * len(chunk), None, len(chunk)
-                            for j in range(len(chunk)):
+                            where = decision.target
+                        except Exception as exc:  # the request failed on every target
+                            # its first items may have finished before (a chunk answered item
+                            # by item): they keep their outcomes, the rest get the failure
+                            outcomes = getattr(exc, "completed", None) or []
+                            where = getattr(exc, "target", None) or "remote"
+                            errors = len(chunk) - len(outcomes)
+                            for j in range(len(outcomes), len(chunk)):
                                 results[i + j] = exc
                                 failed.append((i + j, exc))
-                        else:
-                            for j, outcome in enumerate(outcomes):
-                                ok, value, meta = call_output.split(outcome)
-                                if meta.get("output") or meta.get("truncated"):
-                                    with bar.printing():   # a terminal bar steps aside for the lines
-                                        call_output.show(meta, decision.target,
-                                                         index=first_index + i + j,
-                                                         locate=self._locate_code,
-                                                         redact=self._redact_output())
-                                if ok:
-                                    results[i + j] = value
-                                else:
-                                    exc = self._rebuild(value, decision.target)
-                                    results[i + j] = exc
-                                    failed.append((i + j, exc))
-                                    errors += 1
+                        for j, outcome in enumerate(outcomes):
+                            ok, value, meta = call_output.split(outcome)
+                            if meta.get("output") or meta.get("truncated"):
+                                with bar.printing():   # a terminal bar steps aside for the lines
+                                    call_output.show(meta, where,
+                                                     index=first_index + i + j,
+                                                     locate=self._locate_code,
+                                                     redact=self._redact_output())
+                            if ok:
+                                results[i + j] = value
+                            else:
+                                exc = self._rebuild(value, where)
+                                results[i + j] = exc
+                                failed.append((i + j, exc))
+                                errors += 1
                         bar.advance(len(chunk), errors=errors)
                     if failed and not return_exceptions:
                         for fut in pending:

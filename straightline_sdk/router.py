@@ -367,6 +367,7 @@ class Router:
         rerun: tuple | None = None   # (target, why) of an attempt that may have run
         queue_s = 0.0
         timeout, deadline_is_default = self._deadline(n)
+        kept: list = []   # a chunk's first outcomes, back before its target failed: not run again
         while True:
             with self._cond:
                 try:
@@ -450,12 +451,27 @@ class Router:
                 continue
             except TargetFailure as exc:
                 last_failure = exc
+                finished = len(exc.completed) if chunk else 0
+                if finished:   # the chunk's calls that came back count as done there
+                    self._record_finished(kind, decision, exc.completed, t0, queue_s, rate)
                 self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
-                                      items=n, request_bytes=total, outcome="failed",
+                                      items=n - finished, request_bytes=total, outcome="failed",
                                       detail=f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                                       queue_s=queue_s, rate=rate)
                 if self._after_failure(kind, exc) and kind not in retried:
                     replaced += (kind,)
+                if chunk and exc.completed:
+                    # the items that finished came back before the failure: only the rest
+                    # is sent again (at most the item that was running runs twice)
+                    kept += exc.completed
+                    calls = calls[len(exc.completed):]
+                    if not calls:
+                        return kept, decision
+                    n = len(calls)
+                    segments, total = encode_request(calls, options)
+                    size = total // n
+                if kept:
+                    exc.completed = list(kept)
                 if not self._may_retry(exc):
                     raise
                 if exc.may_have_run:
@@ -464,13 +480,14 @@ class Router:
                 continue
             except TargetUnavailable as exc:  # deploying the chosen target failed
                 last_failure = TargetFailure(str(exc), target=kind, may_have_run=False)
+                last_failure.completed = list(kept)
                 self._mark_down(kind, str(exc).splitlines()[0])
                 avoid += (kind,)
                 continue
             finally:
                 self._release_slot(kind, state)
             body = reply.body
-            outcomes = decode_response(body)
+            outcomes = decode_response(body) if reply.outcomes is None else reply.outcomes
             errors, function_s, detail = 0, 0.0, ""
             if streamed and len(outcomes[0]) > 2 and outcomes[0][2] is not None:
                 outcomes[0][2]["streamed"] = streamed   # printed while it ran
@@ -484,7 +501,8 @@ class Router:
                     if not detail and isinstance(value, dict):
                         detail = f"{value.get('type', 'Exception')}: {value.get('message', '')}"[:300]
             self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
-                                  items=n, request_bytes=total, response_bytes=len(body),
+                                  items=n, request_bytes=total,
+                                  response_bytes=len(body) if reply.outcomes is None else reply.size,
                                   latency_s=latency, cold=reply.cold,
                                   outcome="error" if errors else "ok", detail=detail,
                                   function_s=function_s, queue_s=queue_s, rate=rate)
@@ -492,7 +510,18 @@ class Router:
                 old = self._service_s.get(kind)
                 self._service_s[kind] = latency / n if old is None else 0.8 * old + 0.2 * latency / n
             self.last_decision = decision
-            return outcomes, decision
+            return (kept + outcomes if kept else outcomes), decision
+
+    def _record_finished(self, kind: str, decision: Decision, outcomes: list, t0: float,
+                         queue_s: float, rate: float) -> None:
+        """The calls of a chunk that finished before its target failed: a record of
+        their own, so each call of a map is counted done once."""
+        errors = sum(1 for outcome in outcomes if not outcome[0])
+        function_s = sum(call_output.split(outcome)[2].get("function_s", 0.0) for outcome in outcomes)
+        self.telemetry.record(kind, branch=decision.branch, fell_back=decision.fell_back,
+                              items=len(outcomes), latency_s=time.perf_counter() - t0,
+                              outcome="error" if errors else "ok", function_s=function_s,
+                              queue_s=queue_s, rate=rate)
 
     def _deadline(self, items: int) -> tuple[float | None, bool]:
         """(seconds a request may wait for its answer, whether that is the default)."""

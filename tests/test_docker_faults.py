@@ -208,3 +208,159 @@ def test_a_record_outlives_no_container_removed_outside_the_sdk(engine, tmp_path
         assert not os.path.exists(_record_path(first["container"]))  # its token is dropped
     finally:
         engine.containers.get(second["container"]).remove(force=True)
+
+
+class _RunLog:
+    """A TCP listener on the Docker bridge's gateway: each call in a container
+    sends a line there when it starts, so the test counts what ran (twice)."""
+
+    def __init__(self, engine):  # noqa: F811
+        import socket
+        gateway = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
+        self.server = socket.create_server((gateway, 0))
+        self.address = self.server.getsockname()
+        self.lines: list[int] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn):
+        with conn, conn.makefile("rb") as f:
+            for line in f:
+                with self._lock:
+                    self.lines.append(int(line))
+
+    def runs(self) -> list[int]:
+        with self._lock:
+            return list(self.lines)
+
+    def close(self):
+        self.server.close()
+
+
+def _noting(address):
+    def run(x):
+        import socket
+        import time
+        # one connection per process and log, kept where pickling the function cannot see it
+        conns = socket.__dict__.setdefault("_straightline_run_logs", {})
+        sock = conns.get(address)
+        if sock is None:
+            sock = conns[address] = socket.create_connection(address)
+        sock.sendall(b"%d\n" % x)
+        end = time.perf_counter() + 0.002
+        while time.perf_counter() < end:
+            pass
+        return 2 * x
+    return run
+
+
+def test_a_container_killed_mid_map_reruns_only_the_calls_in_flight(engine):  # noqa: F811
+    items = 1000
+    log = _RunLog(engine)
+    straightline.configure(options={"docker": {"processes": 2, "threads": 1}})
+    h = straightline.deploy(_noting(log.address), sample=(-1,), targets=["docker"],
+                            name="docker-map-kill")
+    try:
+        assert h(-2) == -4                                # the container answers
+        in_flight = h.deployed_targets["docker"].concurrency
+        container_id = h.deployed_targets["docker"].container.id
+        box = {}
+
+        def run():
+            try:
+                box["value"] = h.map(range(items), progress=False)
+            except BaseException as exc:   # noqa: BLE001 - inspected below
+                box["value"] = exc
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        assert wait_until(lambda: len([x for x in log.runs() if x >= 0]) >= items // 5,
+                          timeout=120, interval=0.005)
+        engine.containers.get(container_id).kill()     # docker kill
+        thread.join(300)
+        assert not thread.is_alive(), "the map hung after docker kill"
+        assert box["value"] == [2 * x for x in range(items)]
+        ran = [x for x in log.runs() if x >= 0]
+        assert sorted(set(ran)) == list(range(items))
+        assert h.stats()["docker"]["failures"] >= 1, "the kill came after the map"
+        assert len(ran) - items <= in_flight, (f"{len(ran) - items} calls ran twice; at most the "
+                                               f"{in_flight} in flight at the kill may")
+    finally:
+        h.undeploy()
+        log.close()
+        try:
+            engine.containers.get(container_id).remove(force=True)
+        except Exception:
+            pass
+
+
+_KEEP_ON_LOOPBACK = """
+import json, sys
+import straightline_sdk as straightline
+straightline.configure(options={"docker": {"direct": False}})   # recorded at 127.0.0.1:<port>
+h = straightline.deploy(lambda s: s.upper(), sample=("a",), target="docker", keep=True,
+                        name=sys.argv[1])
+assert h(sys.argv[2]) == sys.argv[2].upper()
+t = h.deployed_targets["docker"]
+print(json.dumps({"container": t.container.id if t.container else t._container_id,
+                  "adopted": t.adopted, "host": t.client.host, "port": t.client.port}), flush=True)
+"""
+
+
+def _start_impostor(host: str, port: int, tmp_path):
+    import os
+    import subprocess
+    import sys
+    record, marker = tmp_path / "received.bin", tmp_path / "pwned"
+    proc = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__), "support",
+                                                          "impostor.py"),
+                             host, str(port), str(record), str(marker)], stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "LISTENING"
+    return proc, record, marker
+
+
+def test_a_redeploy_does_not_adopt_an_impostor_at_the_recorded_address(engine, tmp_path):  # noqa: F811
+    """Finding 1 on Docker: the record of a kept container names its address; the
+    container is removed and another program answers there. An unchanged redeploy
+    in a new process sends it a handshake only (no key, no argument), unpickles
+    nothing it says, and starts a container of its own."""
+    import json
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "notebook.py"
+    script.write_text(_KEEP_ON_LOOPBACK)
+    root = os.path.dirname(os.path.dirname(__file__))
+
+    def run(argument):
+        done = subprocess.run([sys.executable, str(script), "docker-impostor", argument],
+                              capture_output=True, text=True, timeout=240, cwd=root)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run("warm")
+    second = None
+    engine.containers.get(first["container"]).remove(force=True)   # gone, outside the SDK
+    impostor, record, marker = _start_impostor(first["host"], first["port"], tmp_path)
+    try:
+        second = run("secret-argument-5c1e")
+        assert second["container"] != first["container"] and not second["adopted"]
+        received = record.read_bytes() if record.exists() else b""
+        assert received.startswith(b"POST /auth ")     # it was asked: only for its proof
+        assert b"/invoke" not in received and b"Bearer" not in received
+        assert b"secret-argument-5c1e" not in received
+        assert not marker.exists()                     # nothing it said was unpickled
+    finally:
+        impostor.kill()
+        impostor.wait()
+        if second is not None:
+            engine.containers.get(second["container"]).remove(force=True)

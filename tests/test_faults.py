@@ -237,3 +237,69 @@ def test_a_killed_process_leaves_no_worker_files():
     proc.wait(timeout=10)
     assert wait_until(lambda: not psutil.pid_exists(int(pid)), timeout=15)
     assert wait_until(lambda: not os.path.exists(folder), timeout=5)   # payload and log gone
+
+
+# -- finding 7: a freed slot goes to the first in line, not to whoever asks next ----
+
+_started: list = []
+_gates: dict = {}
+
+
+def _gated(name):
+    import sys   # the fake target runs it in this process: the test's own state, by name
+    here = sys.modules[__name__]
+    here._started.append(name)
+    here._gates[name].wait(60)
+    return name
+
+
+def _waiting_for_a_slot(thread: threading.Thread) -> bool:
+    """The thread is blocked inside Router.send (in line for a slot)."""
+    import sys
+    frame = sys._current_frames().get(thread.ident)
+    top = frame
+    names = []
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return top is not None and top.f_code.co_name == "wait" and "send" in names
+
+
+def test_a_freed_slot_goes_to_the_first_in_line_not_to_a_later_arrival():
+    """One slot; A holds it and asks again at once when it is done, while W1, W2
+    and W3 wait in that order. First come, first served: W1, W2, W3, then A's
+    second call. Deterministic: the GIL's switch interval is made long, so A runs
+    on from its release to its next request without a thread switch (a plain
+    Condition let A take the freed slot back before W1 woke: verified against
+    the router before c8b21dd, where the order was A1, A2, W1, ...)."""
+    import sys
+    from straightline_sdk.testing import fake_target
+    _started.clear()
+    _gates.clear()
+    _gates.update({name: threading.Event() for name in ("A1", "A2", "W1", "W2", "W3")})
+    interval = sys.getswitchinterval()
+    with fake_target("local", slots=1):
+        h = straightline.deploy(_gated, target="local", name="fifo-slots")
+        threads = []
+        try:
+            a = threading.Thread(target=lambda: (h("A1"), h("A2")), daemon=True)
+            a.start()
+            threads.append(a)
+            assert wait_until(lambda: _started == ["A1"])
+            for name in ("W1", "W2", "W3"):       # in line, in this order
+                t = threading.Thread(target=h, args=(name,), daemon=True)
+                t.start()
+                threads.append(t)
+                assert wait_until(lambda: _waiting_for_a_slot(t))
+            sys.setswitchinterval(100.0)
+            for k in range(1, 6):                 # free the slot: whoever holds it finishes
+                assert wait_until(lambda: len(_started) == k, timeout=30)
+                _gates[_started[-1]].set()
+        finally:
+            sys.setswitchinterval(interval)
+            for gate in _gates.values():
+                gate.set()
+            for t in threads:
+                t.join(30)
+            h.undeploy()
+    assert _started == ["A1", "W1", "W2", "W3", "A2"]

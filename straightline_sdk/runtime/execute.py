@@ -60,6 +60,11 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
     ``meta`` holds the time spent in the function (``function_s``) and, when
     ``options`` asks for it, what the call wrote (``output``, see capture.py).
     """
+    return list(each_outcome(fn, calls, options))
+
+
+def each_outcome(fn, calls, options: dict | None = None):
+    """run_calls' outcomes one by one, each as its call returns."""
     options = options or {}
     capture_on = bool(options.get("capture"))
     log_level = options.get("log_level")
@@ -67,7 +72,6 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
     tee_all = options.get("tee", True)
     # a single call may be read while it runs (streaming), by the id the client sent
     stream_id = options.get("stream_id") if len(calls) == 1 else None
-    outcomes = []
     clock = time.perf_counter
     _in_call.active = True
     try:
@@ -98,10 +102,9 @@ def run_calls(fn, calls, options: dict | None = None) -> list:
                 meta["output"] = output.as_list()
                 if output.truncated:
                     meta["truncated"] = output.truncated
-            outcomes.append(tuple(outcome))
+            yield tuple(outcome)
     finally:
         _in_call.active = False
-    return outcomes
 
 
 def format_error(info: dict) -> str:
@@ -270,6 +273,49 @@ def handle_frame(fn, body, echo_output: bool = True) -> tuple[list, int]:
         options.setdefault("tee", echo_output)
         return encode_outcomes(run_calls(fn, message[1], options))
     return encode_outcomes(run_calls(fn, message))
+
+
+def chunk_records(fn, body, echo_output: bool = True):
+    """A map chunk's outcomes as records (wire.stream_record), in groups to send
+    at once: the calls that finished since the last group, as they finish
+    (EACH_SEND_S); the last group ends with the done record. The request is read now (raises if it cannot be
+    unpickled); the calls run only as the records are taken, so a client that
+    went away stops the rest of the chunk."""
+    message = wire.decode(body)
+    options: dict = {}
+    if type(message) is tuple and message[0] == wire.CALLS:
+        message, options = message[1], dict(message[2] or {})
+    elif type(message) is not list:
+        raise ValueError("only a request of calls can be answered item by item")
+    options.setdefault("tee", echo_output)
+    options.pop("stream_id", None)     # a chunk's calls are not read while they run
+    return _chunk_records(fn, message, options)
+
+
+#: a chunk's finished calls are sent once this long has passed since the last send:
+#: a call that ran this long or longer is sent as soon as it returns; quicker ones
+#: are sent together (a record, a write and a wake-up of the client per trivial
+#: call made a map of x + 1 five times slower). A worker lost mid-chunk costs at
+#: most this much of finished work run again, besides the call that was running.
+EACH_SEND_S = 0.001
+
+
+def _chunk_records(fn, calls, options):
+    clock = time.perf_counter
+    finished: list = []
+    last_sent = clock()
+    for outcome in each_outcome(fn, calls, options):
+        finished.append(outcome)
+        now = clock()
+        if now - last_sent >= EACH_SEND_S:
+            segments, total = encode_outcomes(finished)
+            yield [wire.stream_record(wire.STREAM_ITEM, segments, total)]
+            finished, last_sent = [], now
+    last = [wire.stream_record(wire.STREAM_DONE)]
+    if finished:
+        segments, total = encode_outcomes(finished)
+        last.insert(0, wire.stream_record(wire.STREAM_ITEM, segments, total))
+    yield last      # sent in one write: a quick chunk costs one write, as a whole answer does
 
 
 def last_lines(path: str, count: int) -> list[bytes]:

@@ -46,6 +46,12 @@ OPENAPI_PATH = "/openapi.json"   # GET: the JSON door described (OpenAPI 3.1)
 FUNCTION_PATH = "/function"  # POST a new payload: the worker runs it from the next call on
 STREAM_PATH = "/stream"      # POST a request frame of one call, get its items as they come
 STREAM_CONTENT_TYPE = "application/x-straightline-stream"
+# A map chunk sent to POST /invoke with this header is answered item by item: a
+# record per call as it completes (the records of /stream), then done, and the
+# connection stays open. A worker that dies mid-chunk has then sent every
+# finished item: the client runs again only the rest (issue 17, finding 9).
+EACH_HEADER = "x-straightline-each"
+ITEMS_CONTENT_TYPE = "application/x-straightline-items"
 
 # The environment a worker is started with (the local target, the Docker image).
 TOKEN_ENV = "STRAIGHTLINE_TOKEN"                  # the deployment's key (never on the wire)

@@ -443,6 +443,9 @@ class Handler(BaseHTTPRequestHandler):
         if not self.worker.enter():
             self._saturated()
             return
+        if self.headers.get(wire.EACH_HEADER) == "1":
+            self._invoke_each(body)
+            return
         try:
             segments, total = execute.handle_frame(self.worker.fn, body)
         except Exception as exc:  # the request itself could not be read here
@@ -453,6 +456,48 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self.worker.leave()
         self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)
+
+    def _invoke_each(self, body):
+        """A map chunk answered item by item (wire.EACH_HEADER): each call's record
+        is written as it completes, so a worker killed mid-chunk has sent every
+        finished item. The connection stays open: the done record ends the answer."""
+        records = None
+        try:
+            try:
+                records = execute.chunk_records(self.worker.fn, body)
+            except Exception as exc:  # the request itself could not be read here
+                self._send_json(422, {"error": f"the request could not be unpickled on this target "
+                                               f"({type(exc).__name__}: {exc}); if a module is "
+                                               f"missing, add it with deploy(..., requirements=[...])"})
+                return
+            signed = self._sdk and self._session is not None
+            extra = ""
+            if signed:   # the head signed for this request; each record then carries its own MAC
+                extra = f"{auth.MAC_HEADER}: {auth.mac(self._session, b'rsp', self._mac_counter, b'200', ())}\r\n"
+            if self.close_connection:
+                extra += "Connection: close\r\n"
+            out = [(f"HTTP/1.1 200 OK\r\nContent-Type: {wire.ITEMS_CONTENT_TYPE}\r\n"
+                    f"{extra}\r\n").encode()]      # sent with the first group
+            index = 0
+            for group in records:
+                for segments in group:
+                    out += segments
+                    if signed:
+                        index += 1
+                        out.append(auth.mac(self._session, b"rec", index, b"%d" % self._mac_counter,
+                                            segments).encode())
+                if sum(map(len, out)) <= _SMALL_RESPONSE:
+                    self.wfile.write(b"".join(out))   # one write: one packet for a small group
+                else:
+                    for segment in out:
+                        self.wfile.write(segment)
+                out = []
+        except (BrokenPipeError, ConnectionError):
+            self.close_connection = True   # the client went away: the rest of the chunk is not run
+        finally:
+            if records is not None:
+                records.close()
+            self.worker.leave()
 
     def _swap_function(self, body):
         """An edited function, swapped in without a restart: calls in flight finish

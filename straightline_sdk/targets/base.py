@@ -74,6 +74,8 @@ class Reply:
     body: bytes | bytearray | memoryview
     cold: bool = False       # this call started the deployment (a fresh worker, a Lambda init)
     timings: dict = field(default_factory=dict)   # e.g. {"init_s": 0.4}: what the target measured
+    outcomes: list | None = None   # a chunk answered item by item: its outcomes, already decoded
+    size: int = 0                  # ... and the bytes its answer took
 
 
 # The deployments live in this process, as their specs: the handle notes them

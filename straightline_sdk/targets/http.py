@@ -23,6 +23,7 @@ import time
 from .. import cancel
 from ..errors import CallTimeout, TargetFailure, TargetSaturated, TargetUnavailable
 from ..runtime import auth, wire
+from .base import Reply
 
 HANDSHAKE_TIMEOUT_S = 10.0
 _BLOCKING_MAX = 256 * 1024   # a request this small fits the socket buffers: sent without waiting
@@ -102,13 +103,15 @@ class _Connection:
 
 
 class HTTPResponse:
-    __slots__ = ("status", "content_type", "body", "headers")
+    __slots__ = ("status", "content_type", "body", "headers", "outcomes", "size")
 
     def __init__(self, status: int, content_type: str, body: bytearray, headers=None):
         self.status = status
         self.content_type = content_type
         self.body = body
         self.headers = headers or {}
+        self.outcomes = None    # a chunk answered item by item: its outcomes, decoded
+        self.size = len(body)   # bytes of the answer's body (records included)
 
     def json(self):
         return json.loads(self.body or b"null")
@@ -170,10 +173,12 @@ class WorkerClient:
 
     def request(self, method: str, path: str, segments=(), total: int = 0, *,
                 content_type: str = "application/octet-stream", timeout: float | None = None,
-                authorize: bool = True, liveness=None) -> HTTPResponse:
+                authorize: bool = True, liveness=None, each: bool = False) -> HTTPResponse:
         """One request and its answer. ``liveness()``, if given, is asked every
         LIVENESS_INTERVAL_S while the answer is awaited: a TargetFailure it
-        returns (the worker is frozen or gone) ends the wait."""
+        returns (the worker is frozen or gone) ends the wait. ``each``: a map
+        chunk, answered item by item (wire.EACH_HEADER); the calls that finished
+        before a failure are on the exception's ``completed``."""
         # With a liveness check, the wait for the answer is bounded by _await_answer's
         # own poll; the socket stays blocking for a small request, because Python
         # polls before every send and receive on a socket with a timeout: two more
@@ -190,19 +195,26 @@ class WorkerClient:
                    f"\r\n").encode()
         head = b"".join((
             f"{method} {path} HTTP/1.1\r\n".encode(), self._host_header,
-            conn.proof_header if authorize else b"", mac,
+            conn.proof_header if authorize else b"", mac, _EACH_LINE if each else b"",
             f"Content-Type: {content_type}\r\nContent-Length: {total}\r\n\r\n".encode(),
         ))
+        completed: list = []
         try:
             cancel.watch(conn.sock)
+            started = time.monotonic() if each else 0.0
             _send_all(conn.sock, [head, *segments])
             if liveness is not None:
                 _await_answer(conn, timeout, liveness)
             response = _read_response(conn.rfile, want=(auth.MAC_HEADER,) if signed else ())
             if signed:
                 _verify_answer(conn, response, self)
-        except TargetFailure:
+            if each and response.content_type == wire.ITEMS_CONTENT_TYPE and response.status == 200:
+                deadline = None if timeout is None else started + timeout
+                response.size = _read_items(conn, completed, self, deadline, liveness)
+                response.outcomes = completed
+        except TargetFailure as exc:
             conn.close()
+            exc.completed = completed
             raise
         except socket.timeout as exc:
             conn.close()
@@ -212,10 +224,12 @@ class WorkerClient:
         except (OSError, ValueError) as exc:
             conn.close()
             cancel.check()   # dropped on purpose: an awaiting task was cancelled
-            raise TargetFailure(
+            failure = TargetFailure(
                 f"the connection to the {self.target} worker broke during the call ({exc}); "
                 f"the worker may have crashed or been stopped",
-                target=self.target, may_have_run=True) from exc
+                target=self.target, may_have_run=True)
+            failure.completed = completed
+            raise failure from exc
         except BaseException:
             conn.close()  # e.g. KeyboardInterrupt: the reply would be left unread on this socket
             raise
@@ -328,6 +342,63 @@ def _await_answer(conn: _Connection, timeout: float | None, liveness) -> None:
         wait = LIVENESS_INTERVAL_S if now - start < LIVENESS_LONG_AFTER_S else LIVENESS_INTERVAL_LONG_S
 
 
+_EACH_LINE = f"{wire.EACH_HEADER}: 1\r\n".encode()
+
+
+def _read_items(conn: _Connection, completed: list, client: WorkerClient,
+                deadline: float | None, liveness) -> int:
+    """Read a chunk answered item by item (wire.ITEMS_CONTENT_TYPE): each call's
+    outcome is appended to ``completed`` as its record arrives, up to the done
+    record; returns the bytes read. The socket is read without blocking in
+    between, so ``liveness()`` is asked while the next item is awaited, as it is
+    for a whole answer; the next request on the connection sets its mode again."""
+    conn.sock.setblocking(False)
+    liveness = liveness or _no_liveness
+    signed = conn.session is not None
+    size = index = 0
+    while True:
+        head = bytes(_read_ready(conn, wire.RECORD_HEAD, deadline, liveness))
+        kind, length = wire.read_record_head(head)
+        body = _read_ready(conn, length, deadline, liveness)
+        size += wire.RECORD_HEAD + length
+        if signed:   # each record carries its MAC: nothing altered or injected is unpickled
+            index += 1
+            given = bytes(_read_ready(conn, wire.RECORD_MAC, deadline, liveness)).decode("latin-1")
+            want = auth.mac(conn.session, b"rec", index, b"%d" % conn.counter, (head, body))
+            if not auth.same(given, want):
+                raise PeerNotVerified(
+                    f"an item from the {client.target} worker at {client.host}:{client.port} was "
+                    f"not signed with this deployment's key; it was dropped unread",
+                    target=client.target, may_have_run=True)
+        if kind == wire.STREAM_DONE:
+            return size
+        if kind != wire.STREAM_ITEM:
+            raise ValueError(f"an item record of unknown kind {kind!r}")
+        completed.extend(wire.decode(body))
+
+
+def _no_liveness():
+    return None
+
+
+def _read_ready(conn: _Connection, length: int, deadline: float | None, liveness) -> bytearray:
+    """``length`` bytes from a connection whose socket does not block: when none
+    are there, wait for more as _await_answer does (liveness asked meanwhile)."""
+    data = bytearray(length)
+    view = memoryview(data)
+    got = 0
+    while got < length:
+        n = conn.rfile.readinto(view[got:])
+        if n is None:   # nothing buffered and nothing on the socket yet
+            _await_answer(conn, None if deadline is None else max(0.0, deadline - time.monotonic()),
+                          liveness)
+            continue
+        if not n:
+            raise ConnectionResetError(errno.ECONNRESET, "the worker closed the connection mid-reply")
+        got += n
+    return data
+
+
 def _verify_answer(conn: _Connection, response: HTTPResponse, client: WorkerClient) -> None:
     """An answer on a verified connection must carry the MAC of this request's
     counter: nothing altered, replayed or injected is unpickled."""
@@ -347,20 +418,36 @@ def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | N
     worker in errors ("the local worker"); ``dead()`` says why it is gone (a
     TargetFailure) or None, and is asked only when the connection fails;
     ``liveness()`` likewise, every LIVENESS_INTERVAL_S while an answer is awaited."""
+    return post_invoke(client, segments, total, timeout, what=what, dead=dead,
+                       liveness=liveness).body
+
+
+def invoke_worker_each(client: WorkerClient, segments, total: int, timeout: float | None, *,
+                       what: str, dead=lambda: None, liveness=None) -> Reply:
+    """A map chunk to a worker, answered item by item: a Reply with its outcomes.
+    A failure mid-chunk carries the outcomes that came back (``completed``)."""
+    response = post_invoke(client, segments, total, timeout, what=what, dead=dead,
+                           liveness=liveness, each=True)
+    return Reply(response.body, outcomes=response.outcomes, size=response.size)
+
+
+def post_invoke(client: WorkerClient, segments, total: int, timeout: float | None, *,
+                what: str, dead=lambda: None, liveness=None, each: bool = False) -> HTTPResponse:
     try:
         response = client.request("POST", wire.INVOKE_PATH, segments, total,
                                   content_type=wire.FRAME_CONTENT_TYPE, timeout=timeout,
-                                  liveness=liveness)
+                                  liveness=liveness, each=each)
     except PeerNotVerified:
         raise
     except TargetFailure as exc:
         failure = dead()
         if failure is not None:
             failure.may_have_run = exc.may_have_run
+            failure.completed = exc.completed
             raise failure from exc
         raise
     if response.status == 200:
-        return response.body
+        return response
     if response.status == 503:
         raise TargetSaturated(f"{what} is saturated", target=client.target)
     raise TargetFailure(f"{what} answered HTTP {response.status}: "

@@ -36,8 +36,8 @@ from ..placement import Limits
 from ..runtime import execute, pool, wire
 from .base import Probe, Reply, Target
 from .options import TargetOptions
-from .http import (WorkerClient, invoke_worker, open_stream, pool_client, send_function,
-                   worker_health)
+from .http import (WorkerClient, invoke_worker, invoke_worker_each, open_stream, pool_client,
+                   send_function, worker_health)
 
 
 _POOL_EXIT = re.compile(r"straightline worker: process \d+ \(pid \d+\) exited with")
@@ -264,11 +264,17 @@ class LocalTarget(Target):
             f"debugger) and cannot answer", target=self.kind,
             hint="resume it (kill -CONT), or let the router fail over; it is replaced")
 
-    def invoke(self, segments, total, timeout):
+    def invoke(self, segments, total, timeout, each: bool = False):
         client = self.client
         if client is None:
             raise TargetFailure("the local worker is not deployed", target=self.kind)
         try:
+            if each:
+                reply = invoke_worker_each(client, segments, total, timeout, what="the local worker",
+                                           dead=lambda: self._dead_worker(grace_s=0.2),
+                                           liveness=self._dead_worker)
+                reply.cold = self._first_answer()
+                return reply
             body = invoke_worker(client, segments, total, timeout, what="the local worker",
                                  dead=lambda: self._dead_worker(grace_s=0.2),
                                  liveness=self._alive_or_why)
@@ -276,6 +282,11 @@ class LocalTarget(Target):
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
         return Reply(body, cold=self._first_answer())
+
+    def invoke_chunk(self, segments, total, timeout):
+        """A map chunk, answered item by item: a worker lost mid-chunk costs a
+        re-run of its unfinished items only, not of the whole chunk."""
+        return self.invoke(segments, total, timeout, each=True)
 
     def swap(self, spec) -> bool:
         client = self.client

@@ -20,6 +20,7 @@ import binascii
 import collections
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -37,6 +38,8 @@ from ..base import Probe, Reply, Target
 from .errors import RETRYABLE_CODES, Retryable, client_error_code, hint_for, role_not_ready
 from .limits import LAMBDA_LIMITS
 from .options import ARCHITECTURES, LambdaOptions
+
+log = logging.getLogger("straightline")
 
 KIND = "lambda"
 INSTALL_HINT = "pip install 'straightline-sdk[aws]'"
@@ -120,6 +123,7 @@ class LambdaTarget(Target):
         self._session = None
         self._control = None            # the Lambda client for everything but Invoke
         self._invoker = None            # the Lambda client for Invoke: no botocore retries
+        self._quick_client = None       # one brief try: health and reachability checks
         self._tails: collections.deque = collections.deque(maxlen=20)
         self._lock = threading.Lock()
         self._gone = False              # the function was deleted under us
@@ -201,6 +205,7 @@ class LambdaTarget(Target):
         self.region = self._session.region_name
         self._control = self._client("lambda", retries={"mode": "standard", "max_attempts": 5},
                                      connect_timeout=10, read_timeout=60)
+        self._check_reachable()
         try:
             self._deploy()
         except ClientError as exc:
@@ -650,6 +655,29 @@ class LambdaTarget(Target):
 
     # -- health, teardown, logs ------------------------------------------------------
 
+    def _quick(self):
+        """A Lambda client that tries once, briefly: the health check and the
+        reachability check. The control client's retries (five, with backoff) made
+        every call that failed while the service was down wait ~15 s on its health
+        check, and every redeploy as long (issue 17, finding 5: moto down)."""
+        if self._quick_client is None:
+            self._quick_client = self._client("lambda", retries={"total_max_attempts": 1},
+                                              connect_timeout=2, read_timeout=10)
+        return self._quick_client
+
+    def _check_reachable(self) -> None:
+        """Before a deploy's many calls: does the Lambda endpoint answer at all?
+        An endpoint that cannot be reached is TargetUnavailable at once (the kind is
+        marked down and its calls go elsewhere), not after each call's retries."""
+        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
+        try:
+            self._quick().list_functions(MaxItems=1)
+        except ClientError:
+            pass   # it answered (e.g. not allowed to list): the deploy says what is wrong
+        except BotoConnectionError as exc:
+            raise TargetUnavailable(f"AWS Lambda does not answer: {exc}", target=KIND,
+                                    hint="check the network and AWS_ENDPOINT_URL") from exc
+
     def health(self) -> tuple[bool, str]:
         if self._control is None:
             return False, "not deployed"
@@ -657,7 +685,7 @@ class LambdaTarget(Target):
             return False, f"the Lambda function {self.function_name!r} no longer exists"
         from botocore.exceptions import BotoCoreError, ClientError
         try:
-            config = self._control.get_function_configuration(FunctionName=self.function_name)
+            config = self._quick().get_function_configuration(FunctionName=self.function_name)
         except ClientError as exc:
             if client_error_code(exc)[0] == "ResourceNotFoundException":
                 self._gone = True
@@ -675,12 +703,32 @@ class LambdaTarget(Target):
         # means that the process exiting does not (the handle skips kept ones then)
         if self._control is None:
             return
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError
+        try:
+            self._quick().delete_function(FunctionName=self.function_name)
+        except BotoConnectionError:
+            # the service does not answer: the call that found the target failed (the
+            # router tears it down on its way) is not held up by the control client's
+            # retries; they go on in the background (`straightline gc` removes what stays)
+            threading.Thread(target=self._delete_function, daemon=True,
+                             name=f"straightline-teardown-{self.function_name}").start()
+            return
+        except ClientError as exc:
+            if client_error_code(exc)[0] != "ResourceNotFoundException":
+                self._delete_function(quiet=False)   # e.g. throttled: with the retries
+        self._gone = True
+
+    def _delete_function(self, quiet: bool = True) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
         try:
             self._control.delete_function(FunctionName=self.function_name)
         except ClientError as exc:
-            if client_error_code(exc)[0] != "ResourceNotFoundException":
+            if client_error_code(exc)[0] != "ResourceNotFoundException" and not quiet:
                 raise
+        except BotoCoreError as exc:
+            if not quiet:
+                raise
+            log.debug("the Lambda function %s was not deleted: %s", self.function_name, exc)
         self._gone = True
 
     def logs(self, tail: int = 100) -> str:

@@ -45,8 +45,8 @@ from ...packaging.dependencies import capture, download_wheels
 from ...placement import MB, Limits
 from ...runtime import wire
 from ..base import Probe, Reply, Target
-from ..http import (WorkerClient, invoke_worker, open_stream, pool_client, send_function,
-                    worker_health)
+from ..http import (WorkerClient, invoke_worker, invoke_worker_each, open_stream, pool_client,
+                    send_function, worker_health)
 from ..local import worker_pool_size
 from . import inventory
 from .engine import (_LOCAL_HOSTS, INSTALL_HINT, KIND, capacity as _capacity,
@@ -664,11 +664,17 @@ class DockerTarget(Target):
                              f"paused and cannot answer", target=KIND,
                              hint="`docker unpause` it, or let the router fail over; it is replaced")
 
-    def invoke(self, segments, total, timeout):
+    def invoke(self, segments, total, timeout, each: bool = False):
         client = self.client
         if client is None:
             raise TargetFailure("the docker target is not deployed", target=KIND)
         try:
+            if each:
+                reply = invoke_worker_each(client, segments, total, timeout,
+                                           what=f"the container for {self.spec.name!r}",
+                                           dead=self._stopped, liveness=self._frozen)
+                reply.cold = self._first_answer()
+                return reply
             body = invoke_worker(client, segments, total, timeout,
                                  what=f"the container for {self.spec.name!r}", dead=self._stopped,
                                  liveness=self._frozen)
@@ -676,6 +682,11 @@ class DockerTarget(Target):
             self._restart_container(client)
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
         return Reply(body, cold=self._first_answer())
+
+    def invoke_chunk(self, segments, total, timeout):
+        """A map chunk, answered item by item: a container lost mid-chunk costs a
+        re-run of its unfinished items only, not of the whole chunk."""
+        return self.invoke(segments, total, timeout, each=True)
 
     def swap(self, spec) -> bool:
         """An edited function into the running container (POST /function): no image
