@@ -9,7 +9,7 @@ from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
 from .environment import applied, check_env, resolve_secrets
 from .packaging import content_hash, package_function
-from .packaging.identity import default_name
+from .packaging.identity import default_name, distinct_name
 from .resources import Resources
 from .targets import deploy_options as validate_options
 
@@ -64,6 +64,7 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     if not callable(fn):
         raise TypeError(f"deploy() takes a function, not a {type(fn).__qualname__}")
     options = validate_options(options, target)
+    named = name is not None
     name = name or default_name(fn)
     env_pairs = check_env(env)
     secret_values = resolve_secrets(secrets)
@@ -73,6 +74,13 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     resources = resources or Resources()
     sample = Sample.of(sample) if sample is not None else None
     package = package_function(fn, name)
+    if not named:
+        earlier = live(name)
+        distinct = distinct_name(name, fn, package.meaning_hash,
+                                 *((earlier.fn, earlier.spec.package.meaning_hash)
+                                   if earlier is not None else ()))
+        if distinct != name:
+            name, package = distinct, dataclasses.replace(package, name=distinct)
     if sample is not None:
         # the far side must also unpickle the arguments (a numpy array for a
         # function that never imports numpy): their modules are dependencies too

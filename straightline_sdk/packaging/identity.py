@@ -3,6 +3,9 @@
 - ``default_name``: a deployment's name when none is given. Stable across
   processes: a ``functools.partial`` is named after the function it wraps, a
   callable object after its class; never anything with a memory address.
+- ``distinct_name``: the default name, with a short meaning hash where a bare
+  name would make two live functions share one deployment (lambdas, and
+  partials or closures made from the same function in a loop).
 - ``meaning_hash``: a hash of what the function does, not of where its lines
   sit: code objects are hashed by their bytecode, constants, names and
   arguments (recursively), never by line numbers, file names or column
@@ -21,6 +24,7 @@ import functools
 import hashlib
 import pickle
 import types
+import weakref
 
 import cloudpickle
 
@@ -37,6 +41,37 @@ def default_name(fn) -> str:
         # a callable object: named after its class (its repr may hold an address)
         qualname = type(inner).__qualname__
     return f"{qualname}-partial" if wrappers else qualname
+
+
+def _unwrapped(fn):
+    while isinstance(fn, (functools.partial, functools.partialmethod)):
+        fn = fn.func
+    return fn
+
+
+def _is_variant(deployed, fn) -> bool:
+    """Whether ``fn`` is a second variant of the deployed function rather than an
+    edit of it: a partial of the very same function object, or a closure made by
+    the very same code (a factory called in a loop). An edit re-runs the cell, so
+    it brings a new function object and new code."""
+    if deployed is None or deployed is fn:
+        return False
+    if isinstance(fn, functools.partial) and isinstance(deployed, functools.partial):
+        return _unwrapped(fn) is _unwrapped(deployed)
+    code = getattr(fn, "__code__", None)
+    return (code is not None and code is getattr(deployed, "__code__", None)
+            and getattr(fn, "__closure__", None) is not None)
+
+
+def distinct_name(name: str, fn, meaning: str, deployed=None, deployed_meaning: str = "") -> str:
+    """The default name, made distinct where one name would otherwise serve two
+    functions that live side by side: every lambda (``<lambda>`` says nothing
+    about which) and a variant of the function deployed under ``name``
+    (``deployed``: see ``_is_variant``) get a short hash of their meaning, the
+    same in every process. Deploying one of them again finds it by that name."""
+    if "<lambda>" in name or (meaning != deployed_meaning and _is_variant(deployed, fn)):
+        return f"{name}-{meaning[:8]}"
+    return name
 
 
 class _HashingSink:
@@ -69,7 +104,27 @@ class _MeaningPickler(cloudpickle.Pickler):
     def reducer_override(self, obj):
         if isinstance(obj, types.CodeType):
             return tuple, (_code_meaning(obj),)
-        return super().reducer_override(obj)
+        reduced = super().reducer_override(obj)
+        if isinstance(reduced, tuple) and len(reduced) > 1 and isinstance(reduced[1], tuple):
+            # a class (or TypeVar) defined in the notebook carries a tracker id that
+            # is random per class object: re-running its cell would change the hash
+            tracker = _CLASS_TRACKERS.get(obj) if _is_weakrefable(obj) else None
+            if tracker is not None and tracker in reduced[1]:
+                args = tuple("class" if a == tracker else a for a in reduced[1])
+                reduced = (reduced[0], args, *reduced[2:])
+        return reduced
+
+
+_CLASS_TRACKERS = getattr(getattr(cloudpickle, "cloudpickle", None),
+                          "_DYNAMIC_CLASS_TRACKER_BY_CLASS", {})
+
+
+def _is_weakrefable(obj) -> bool:
+    try:
+        weakref.ref(obj)
+    except TypeError:
+        return False
+    return True
 
 
 def meaning_hash(fn) -> str:

@@ -1,0 +1,120 @@
+"""The edit-run loop as a new notebook user tries it (local target, real worker
+processes): classes defined in the notebook, lambdas, partials and closures made
+in a loop, awaited generators, secrets in exception messages."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import textwrap
+
+import pytest
+
+import straightline_sdk as straightline
+from straightline_sdk.packaging.identity import meaning_hash
+
+pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
+
+
+def _run_cell(source: str, namespace: dict | None = None) -> dict:
+    """Run ``source`` as a notebook cell (again: pass the namespace of the last run)."""
+    namespace = namespace if namespace is not None else {"__name__": "__main__"}
+    exec(compile(textwrap.dedent(source), "<cell>", "exec"), namespace)
+    return namespace
+
+
+CLASS_CELL = """
+class Scaler:
+    factor = 3
+
+    def scale(self, x):
+        return x * self.factor
+
+def use_scaler(x):
+    return Scaler().scale(x)
+"""
+
+
+def test_re_running_a_cell_that_defines_a_class_changes_no_meaning():
+    # cloudpickle tags a notebook class with an id that is random per class object
+    first = _run_cell(CLASS_CELL)
+    again = _run_cell(CLASS_CELL)
+    moved = _run_cell("# a comment\n\n" + CLASS_CELL)
+    for name in ("use_scaler",):
+        assert meaning_hash(first[name]) == meaning_hash(again[name]) == meaning_hash(moved[name])
+    assert meaning_hash(first["Scaler"]().scale) == meaning_hash(again["Scaler"]().scale)
+    edited = _run_cell(CLASS_CELL.replace("factor = 3", "factor = 4"))
+    assert meaning_hash(edited["use_scaler"]) != meaning_hash(first["use_scaler"])
+
+
+def test_a_function_using_a_notebook_class_is_not_redeployed_when_its_cell_runs_again():
+    first = _run_cell(CLASS_CELL)
+    h = straightline.deploy(first["use_scaler"], target="local")
+    assert h(2) == 6
+    key = h.deploy_key
+    again = _run_cell(CLASS_CELL)
+    assert straightline.deploy(again["use_scaler"], target="local") is h
+    assert h.deploy_key == key and h(2) == 6
+
+
+def test_two_lambdas_are_two_deployments_and_each_is_found_again():
+    add_one = straightline.deploy(lambda x: x + 1, target="local")
+    times_ten = straightline.deploy(lambda x: x * 10, target="local")
+    assert add_one is not times_ten and add_one.name != times_ten.name
+    assert add_one(3) == 4 and times_ten(3) == 30
+    assert "<lambda>" in add_one.name and "0x" not in add_one.name
+    assert straightline.deploy(lambda x: x + 1, target="local") is add_one
+
+
+def _scale(x, factor):
+    return x * factor
+
+
+def test_partials_of_one_function_with_other_arguments_live_side_by_side():
+    double = straightline.deploy(functools.partial(_scale, factor=2), target="local")
+    triple = straightline.deploy(functools.partial(_scale, factor=3), target="local")
+    assert double is not triple
+    assert double(5) == 10 and triple(5) == 15
+    assert double.name == "_scale-partial" and triple.name.startswith("_scale-partial-")
+    # the same partial again (a cell re-run) finds its deployment
+    assert straightline.deploy(functools.partial(_scale, factor=3), target="local") is triple
+    assert straightline.deploy(functools.partial(_scale, factor=2), target="local") is double
+
+
+def test_closures_made_by_one_factory_in_a_loop_are_separate_deployments():
+    cell = _run_cell("""
+    def make_adder(k):
+        def add(x):
+            return x + k
+        return add
+    """)
+    adders = [straightline.deploy(cell["make_adder"](k), target="local") for k in (1, 2, 3)]
+    assert [a(10) for a in adders] == [11, 12, 13]
+    assert len({a.name for a in adders}) == 3
+    assert straightline.deploy(cell["make_adder"](2), target="local") is adders[1]
+    # an edit of the factory (its cell run again) still swaps the first one in place
+    edited = _run_cell("""
+    def make_adder(k):
+        def add(x):
+            return x + 100 * k
+        return add
+    """)
+    assert straightline.deploy(edited["make_adder"](1), target="local") is adders[0]
+    assert adders[0](10) == 110
+
+
+def _countdown(n):
+    for i in range(n, 0, -1):
+        yield i
+
+
+def test_an_awaited_generator_call_gives_its_items():
+    h = straightline.deploy(_countdown, target="local")
+
+    async def main():
+        one = await h.aio(3)
+        many = await h.amap([2, 1])
+        streamed = [r async for r in h.amap_iter([1, 2])]
+        return one, many, streamed
+
+    assert asyncio.run(main()) == ([3, 2, 1], [[2, 1], [1]], [[1], [2, 1]])
