@@ -573,8 +573,9 @@ def redact_error(exc: BaseException, secrets: SecretValues) -> BaseException:
 
 def _redacted(info: dict, secrets: SecretValues) -> dict:
     """An error_info with no secret's value in it. An exception whose text, args or
-    attributes hold one is not rebuilt as its own object (they would carry the
-    value): a RemoteError with the redacted text stands in. Its chain too."""
+    attributes hold one is rebuilt as its class with the redacted text as its only
+    argument, without its attributes (they would carry the value); a RemoteError
+    stands in only when the class itself holds the value. Its chain too."""
     def leaks(data) -> bool:
         try:
             return data is not None and secrets.redact_bytes(data) != data
@@ -592,8 +593,11 @@ def _redacted(info: dict, secrets: SecretValues) -> dict:
     attributes = info.get("attributes") or {}
     if clean != message or leaks(info.get("args")) or any(leaks(v) for v in attributes.values()):
         info["exception"] = None
-        if "class" in info:   # the exception in parts (runtime/errors.py): not rebuilt
-            info["class"], info["args"], info["attributes"] = None, None, {}
+        if "class" in info:   # the exception in parts (runtime/errors.py): rebuilt from its
+            # class and the redacted message only (``except ValueError`` still catches it)
+            if leaks(info.get("class")):
+                info["class"] = None
+            info["args"], info["attributes"] = None, {}
     elif leaks(info.get("exception")):
         info["exception"] = None
     for link in ("cause", "context"):

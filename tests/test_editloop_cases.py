@@ -118,3 +118,41 @@ def test_an_awaited_generator_call_gives_its_items():
         return one, many, streamed
 
     assert asyncio.run(main()) == ([3, 2, 1], [[2, 1], [1]], [[1], [2, 1]])
+
+
+SECRET_CELL = """
+import os
+
+class RejectedKey(Exception):
+    def __init__(self, message, key):
+        super().__init__(message)
+        self.key = key
+
+def check_key(kind):
+    key = os.environ["CASES_KEY"]
+    if kind == "value":
+        raise ValueError(f"bad key {key}")
+    if kind == "custom":
+        raise RejectedKey(f"rejected {key}", key)
+    try:
+        int(key)
+    except ValueError as exc:
+        raise KeyError(key) from exc
+"""
+
+
+def test_an_exception_quoting_a_secret_keeps_its_type_without_the_value(monkeypatch):
+    secret = "cases-" + "9f3a7c21d4e8b6"
+    monkeypatch.setenv("CASES_KEY", secret)
+    cell = _run_cell(SECRET_CELL)
+    h = straightline.deploy(cell["check_key"], target="local", secrets=["CASES_KEY"])
+    with pytest.raises(ValueError) as value_error:
+        h("value")
+    assert "[secret CASES_KEY]" in str(value_error.value) and secret not in str(value_error.value)
+    with pytest.raises(cell["RejectedKey"]) as custom:
+        h("custom")
+    assert secret not in str(custom.value) and secret not in repr(vars(custom.value))
+    with pytest.raises(KeyError) as key_error:
+        h("chained")
+    assert secret not in str(key_error.value) and secret not in str(key_error.value.__cause__)
+    assert isinstance(key_error.value.__cause__, ValueError)
