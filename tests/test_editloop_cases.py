@@ -11,6 +11,7 @@ import textwrap
 import pytest
 
 import straightline_sdk as straightline
+from tests.conftest import wait_until
 from straightline_sdk.packaging.identity import meaning_hash
 
 pytestmark = pytest.mark.local_only   # no failing over to Docker (tests/conftest.py)
@@ -156,3 +157,41 @@ def test_an_exception_quoting_a_secret_keeps_its_type_without_the_value(monkeypa
         h("chained")
     assert secret not in str(key_error.value) and secret not in str(key_error.value.__cause__)
     assert isinstance(key_error.value.__cause__, ValueError)
+
+
+def _hold(started, release):
+    """Mark that it started, then wait (bounded) until ``release`` exists."""
+    import os as _os
+    import time as _t
+    if started:
+        open(started, "w").close()
+    for _ in range(3000):
+        if not release or _os.path.exists(release):
+            return "done"
+        _t.sleep(0.01)
+    return "gave up"
+
+
+def test_a_call_after_a_cancelled_one_waits_for_the_slot_it_still_holds(tmp_path):
+    # the abandoned call still runs on the worker: the next call is refused as
+    # "saturated" there, and must wait for the slot rather than fail unrun
+    started, release = tmp_path / "started", tmp_path / "release"
+    h = straightline.deploy(_hold, target="local", options={"concurrency": 1})
+    assert h(None, None) == "done"
+
+    async def cancel_one():
+        task = asyncio.ensure_future(h.aio(str(started), str(release)))
+        for _ in range(1500):   # bounded: until the worker has started the call
+            if started.exists():
+                break
+            await asyncio.sleep(0.02)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_one())
+    assert wait_until(lambda: h.router.plan().states["local"].in_flight == 0)
+    following = h.submit(None, None)
+    assert wait_until(lambda: h.stats()["local"]["rejected"] >= 1 or following.done())
+    release.touch()
+    assert following.result(timeout=60) == "done"
