@@ -83,16 +83,21 @@ def test_partials_of_one_function_with_other_arguments_live_side_by_side():
 
 
 def test_closures_made_by_one_factory_in_a_loop_are_separate_deployments():
-    cell = _run_cell("""
+    cell_source = """
     def make_adder(k):
         def add(x):
             return x + k
         return add
-    """)
+    """
+    cell = _run_cell(cell_source)
     adders = [straightline.deploy(cell["make_adder"](k), target="local") for k in (1, 2, 3)]
     assert [a(10) for a in adders] == [11, 12, 13]
     assert len({a.name for a in adders}) == 3
     assert straightline.deploy(cell["make_adder"](2), target="local") is adders[1]
+    rerun = _run_cell(textwrap.dedent(cell_source))   # the factory's cell run again, unchanged
+    assert [straightline.deploy(rerun["make_adder"](k), target="local") for k in (3, 1)] == \
+        [adders[2], adders[0]]
+    assert [a(10) for a in adders] == [11, 12, 13]
     # an edit of the factory (its cell run again) still swaps the first one in place
     edited = _run_cell("""
     def make_adder(k):
@@ -195,3 +200,33 @@ def test_a_call_after_a_cancelled_one_waits_for_the_slot_it_still_holds(tmp_path
     assert wait_until(lambda: h.stats()["local"]["rejected"] >= 1 or following.done())
     release.touch()
     assert following.result(timeout=60) == "done"
+
+
+INSTANCES_CELL = """
+class Multiplier:
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, x):
+        return x * self.factor
+
+    def apply(self, x):
+        return x * self.factor
+"""
+
+
+def test_two_instances_of_one_class_are_two_deployments():
+    cell = _run_cell(INSTANCES_CELL)
+    two, three = cell["Multiplier"](2), cell["Multiplier"](3)
+    by_two = straightline.deploy(two, target="local")
+    by_three = straightline.deploy(three, target="local")
+    assert by_two is not by_three and (by_two(5), by_three(5)) == (10, 15)
+    apply_two = straightline.deploy(two.apply, target="local")
+    apply_three = straightline.deploy(three.apply, target="local")
+    assert apply_two is not apply_three and (apply_two(5), apply_three(5)) == (10, 15)
+    # the class's cell run again, with the same state: the same deployments
+    again = _run_cell(INSTANCES_CELL)
+    assert straightline.deploy(again["Multiplier"](2), target="local") is by_two
+    assert straightline.deploy(again["Multiplier"](3).apply, target="local") is apply_three
+    assert straightline.deploy(again["Multiplier"](2).apply, target="local") is apply_two
+    assert (apply_two(5), apply_three(5), by_two(5), by_three(5)) == (10, 15, 10, 15)

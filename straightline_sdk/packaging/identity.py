@@ -49,18 +49,41 @@ def _unwrapped(fn):
     return fn
 
 
+def _carries_data(fn) -> bool:
+    """Whether ``fn`` is code plus data of its own: a partial, a closure, a bound
+    method, a callable object (a plain function is its code and its globals)."""
+    return not isinstance(fn, types.FunctionType) or bool(fn.__closure__)
+
+
+def _code_key(fn) -> str:
+    """A hash of the code alone that ``fn`` runs, without its data (bound
+    arguments, closure values, the instance): equal for two variants."""
+    fn = _unwrapped(fn)
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    elif not isinstance(fn, types.FunctionType):
+        fn = getattr(type(fn), "__call__", fn)
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType):   # a builtin: its name is its code
+        return f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', '')}"
+    sink = _HashingSink()
+    _MeaningPickler(sink, protocol=5).dump(code)
+    return sink.digest.hexdigest()
+
+
 def _is_variant(deployed, fn) -> bool:
     """Whether ``fn`` is a second variant of the deployed function rather than an
-    edit of it: a partial of the very same function object, or a closure made by
-    the very same code (a factory called in a loop). An edit re-runs the cell, so
-    it brings a new function object and new code."""
-    if deployed is None or deployed is fn:
+    edit of it: the same code with other data (a partial of the same function
+    with other arguments, a closure made by the same factory in a loop, the same
+    method of another instance, another instance of the same callable class).
+    Compared by meaning, not identity, so it holds after the cell runs again;
+    an edit changes the code, and takes the deployment's place."""
+    if deployed is None or not (_carries_data(fn) and _carries_data(deployed)):
         return False
-    if isinstance(fn, functools.partial) and isinstance(deployed, functools.partial):
-        return _unwrapped(fn) is _unwrapped(deployed)
-    code = getattr(fn, "__code__", None)
-    return (code is not None and code is getattr(deployed, "__code__", None)
-            and getattr(fn, "__closure__", None) is not None)
+    try:
+        return _code_key(fn) == _code_key(deployed)
+    except Exception:   # cannot tell: treated as an edit, as before
+        return False
 
 
 def distinct_name(name: str, fn, meaning: str, deployed=None, deployed_meaning: str = "") -> str:
