@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets as _random
+import sys
 from collections.abc import Mapping
 
 from .errors import StraightLineError
@@ -190,11 +192,71 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
     return SecretValues(values)
 
 
+class _RedactingStream:
+    """sys.stdout or sys.stderr with the secrets' values taken out of each write."""
+
+    def __init__(self, original, secrets: SecretValues):
+        self._original = original
+        self._secrets = secrets
+
+    def write(self, text):
+        if isinstance(text, str):
+            text = self._secrets.redact(text)
+        return self._original.write(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name):   # flush, encoding, fileno, isatty, ...
+        return getattr(self._original, name)
+
+
+class _RedactingFilter(logging.Filter):
+    """Takes the secrets' values out of a log record's message (root handlers
+    that hold their own stream, not sys.stderr)."""
+
+    def __init__(self, secrets: SecretValues):
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        clean = self._secrets.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+@contextlib.contextmanager
+def _redacted_output(secrets: SecretValues):
+    """What the function prints or logs here has no secret's value in it."""
+    streams = sys.stdout, sys.stderr
+    handlers = list(logging.getLogger().handlers)
+    redacting = _RedactingFilter(secrets)
+    sys.stdout, sys.stderr = (_RedactingStream(s, secrets) for s in streams)
+    for handler in handlers:
+        handler.addFilter(redacting)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redacting)
+        if isinstance(sys.stdout, _RedactingStream):
+            sys.stdout = streams[0]
+        if isinstance(sys.stderr, _RedactingStream):
+            sys.stderr = streams[1]
+
+
 @contextlib.contextmanager
 def applied(env: tuple[tuple[str, str], ...], secrets: SecretValues):
     """This process's environment with ``env`` and ``secrets`` set, for a run of
     the function here (the sample's profile run) to see what the target sees;
-    restored after."""
+    restored after. What it prints or logs meanwhile is redacted, as a remote
+    call's output is."""
     values = {**dict(env), **secrets}
     if not values:
         yield
@@ -202,7 +264,11 @@ def applied(env: tuple[tuple[str, str], ...], secrets: SecretValues):
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
-        yield
+        if secrets:
+            with _redacted_output(secrets):
+                yield
+        else:
+            yield
     finally:
         for name, old in saved.items():
             if old is None:

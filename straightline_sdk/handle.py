@@ -540,6 +540,7 @@ class Deployment:
                 with applied(self.spec.env, self.spec.secrets):
                     profile, result = profile_call(self.fn, tuple(args), dict(kwargs))
             except Exception as exc:
+                redact_error(exc, self.spec.secrets)   # its message may quote a secret
                 if capture:
                     return exc
                 raise

@@ -230,3 +230,32 @@ def test_two_instances_of_one_class_are_two_deployments():
     assert straightline.deploy(again["Multiplier"](3).apply, target="local") is apply_three
     assert straightline.deploy(again["Multiplier"](2).apply, target="local") is apply_two
     assert (apply_two(5), apply_three(5), by_two(5), by_three(5)) == (10, 15, 10, 15)
+
+
+def _prints_key(x):
+    import os as _os
+    import sys as _sys
+    print("key is", _os.environ["CASES_KEY"])
+    print(f"err {_os.environ['CASES_KEY']}", file=_sys.stderr)
+    if x < 0:
+        raise ValueError(f"refused {_os.environ['CASES_KEY']}")
+    return x
+
+
+def test_the_sample_run_here_shows_no_secret(monkeypatch, capsys):
+    # the sample (and, without one, the first call) runs in this process: its
+    # prints and its error must be as redacted as a remote call's
+    secret = "cases-" + "51d0e3b7a9c2f4"
+    monkeypatch.setenv("CASES_KEY", secret)
+    h = straightline.deploy(_prints_key, sample=(1,), secrets=["CASES_KEY"])
+    assert h(2) == 2
+    with pytest.raises(ValueError) as sample_error:
+        straightline.deploy(_prints_key, sample=(-1,), secrets=["CASES_KEY"], name="sample-fails")
+    unprofiled = straightline.deploy(_prints_key, secrets=["CASES_KEY"], name="first-call-fails")
+    with pytest.raises(ValueError) as first_call_error:
+        unprofiled(-1)
+    out, err = capsys.readouterr()
+    for text in (out, err, str(sample_error.value), str(first_call_error.value)):
+        assert secret not in text
+    assert "key is [secret CASES_KEY]" in out and "err [secret CASES_KEY]" in err
+    assert "[secret CASES_KEY]" in str(first_call_error.value)
