@@ -259,3 +259,31 @@ def test_the_sample_run_here_shows_no_secret(monkeypatch, capsys):
         assert secret not in text
     assert "key is [secret CASES_KEY]" in out and "err [secret CASES_KEY]" in err
     assert "[secret CASES_KEY]" in str(first_call_error.value)
+
+
+async def _doubled(x):
+    await asyncio.sleep(0)
+    return 2 * x
+
+
+async def _tens(n):
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield 10 * i
+
+
+def test_async_functions_profile_here_by_running_to_the_end():
+    # without a sample the first call is run here to profile it: an async def
+    # function's result is its value, not a coroutine, an async generator's its items
+    doubled = straightline.deploy(_doubled)
+    assert doubled(4) == 8 and doubled(5) == 10
+    tens = straightline.deploy(_tens)
+    assert list(tens(3)) == [0, 10, 20] and list(tens(2)) == [0, 10]
+    # a sample, inside a running loop (as in a notebook cell)
+
+    async def in_a_cell():
+        h = straightline.deploy(_doubled, sample=(1,), name="doubled-sampled")
+        return h.profile, await h.aio(6)
+
+    profile, value = asyncio.run(in_a_cell())
+    assert value == 12 and profile.result_bytes > 0
