@@ -481,6 +481,7 @@ class Deployment:
             package_mb=(len(self.spec.package.payload) + self._dependencies_bytes()) / MB,
             env_bytes=environment_bytes(self.spec.env, self.spec.secrets),
             generator=self.spec.package.is_generator,
+            env_names=(*(name for name, _ in self.spec.env), *self.spec.secrets),
         )
 
     def _dependencies_bytes(self) -> int:

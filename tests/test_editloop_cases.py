@@ -287,3 +287,19 @@ def test_async_functions_profile_here_by_running_to_the_end():
 
     profile, value = asyncio.run(in_a_cell())
     assert value == 12 and profile.result_bytes > 0
+
+
+def test_lambda_is_excluded_by_environment_names_it_reserves(monkeypatch):
+    from straightline_sdk.placement import Features
+    from straightline_sdk.placement.constraints import violation
+    from straightline_sdk.targets.aws_lambda import LAMBDA_LIMITS
+    # a notebook's AWS keys handed to a Docker container are fine; Lambda refuses them
+    reason = violation(Features(env_names=("AWS_SECRET_ACCESS_KEY", "MODE")), LAMBDA_LIMITS)
+    assert "AWS_SECRET_ACCESS_KEY" in reason and "reserved" in reason and "MODE" not in reason
+    assert "_private" in violation(Features(env_names=("_private",)), LAMBDA_LIMITS)
+    assert violation(Features(env_names=("API_KEY", "MODE")), LAMBDA_LIMITS) is None
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-key-0123")
+    h = straightline.deploy(_doubled, target="local", env={"MODE": "a"},
+                            secrets=["AWS_SECRET_ACCESS_KEY"])
+    assert set(h.features().env_names) == {"MODE", "AWS_SECRET_ACCESS_KEY"}
+    assert "AWS_SECRET_ACCESS_KEY" in violation(h.features(), LAMBDA_LIMITS)
