@@ -132,6 +132,16 @@ def find_dotenv(start: str | None = None) -> str | None:
         folder = parent
 
 
+#: the SDK's own settings of its worker (runtime/wire.py): never the user's to set
+RESERVED_PREFIX = "STRAIGHTLINE_"
+
+
+def _check_not_reserved(name: str, what: str) -> None:
+    if name.upper().startswith(RESERVED_PREFIX):
+        raise ValueError(f"{what} name {name!r}: names starting with {RESERVED_PREFIX} are the "
+                         f"SDK's own settings of its worker; choose another name")
+
+
 def check_env(env) -> tuple[tuple[str, str], ...]:
     """``env`` as sorted (name, value) pairs; a clear error for anything else."""
     if env is None:
@@ -144,6 +154,7 @@ def check_env(env) -> tuple[tuple[str, str], ...]:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"env name {name!r} is not a valid environment variable name "
                              f"(letters, digits and _, not starting with a digit)")
+        _check_not_reserved(name, "env")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise TypeError(f"env[{name!r}] must be a string (or a number), not a "
                             f"{type(value).__qualname__}: environment variables hold text")
@@ -165,6 +176,7 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
         for name, value in secrets.items():
             if not isinstance(name, str) or not _NAME.match(name) or not isinstance(value, str):
                 raise TypeError("secrets given as a dict map names to string values")
+            _check_not_reserved(name, "secret")
             values[name] = value
         return SecretValues(values)
     names = list(secrets)
@@ -174,6 +186,7 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
     for name in names:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"secret name {name!r} is not a valid environment variable name")
+        _check_not_reserved(name, "secret")
         if name in os.environ:
             values[name] = os.environ[name]
             continue

@@ -303,3 +303,11 @@ def test_lambda_is_excluded_by_environment_names_it_reserves(monkeypatch):
                             secrets=["AWS_SECRET_ACCESS_KEY"])
     assert set(h.features().env_names) == {"MODE", "AWS_SECRET_ACCESS_KEY"}
     assert "AWS_SECRET_ACCESS_KEY" in violation(h.features(), LAMBDA_LIMITS)
+
+
+def test_env_and_secret_names_of_the_sdks_own_settings_are_refused(monkeypatch):
+    monkeypatch.setenv("STRAIGHTLINE_TOKEN", "abcdefgh")
+    for kwargs in ({"env": {"STRAIGHTLINE_MAX_BODY": "1"}}, {"secrets": ["STRAIGHTLINE_TOKEN"]}):
+        with pytest.raises(ValueError, match="SDK's own"):
+            straightline.deploy(_doubled, target="local", **kwargs)
+    assert straightline.deployments() == []
