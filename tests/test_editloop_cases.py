@@ -311,3 +311,21 @@ def test_env_and_secret_names_of_the_sdks_own_settings_are_refused(monkeypatch):
         with pytest.raises(ValueError, match="SDK's own"):
             straightline.deploy(_doubled, target="local", **kwargs)
     assert straightline.deployments() == []
+
+
+class _Model:
+    def __init__(self):
+        self.weights = bytes(20 * 1024 * 1024)
+
+    def predict(self, i):
+        return self.weights[i]
+
+
+def test_the_large_capture_warning_names_an_instances_attribute_and_a_default_argument():
+    from straightline_sdk.packaging import package_function
+    from straightline_sdk.packaging.payload import LargeCaptureWarning
+    blob = bytes(20 * 1024 * 1024)
+    with pytest.warns(LargeCaptureWarning, match="attribute 'weights' of the _Model instance"):
+        package_function(_Model().predict, "cases-model")
+    with pytest.warns(LargeCaptureWarning, match="default of argument 'table'"):
+        package_function(lambda i, table=blob: table[i], "cases-default")
