@@ -329,3 +329,29 @@ def test_the_large_capture_warning_names_an_instances_attribute_and_a_default_ar
         package_function(_Model().predict, "cases-model")
     with pytest.warns(LargeCaptureWarning, match="default of argument 'table'"):
         package_function(lambda i, table=blob: table[i], "cases-default")
+
+
+CACHED_CELL = """
+import functools
+
+@functools.lru_cache(maxsize=None)
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+@functools.cache
+def square(n):
+    return n * n
+"""
+
+
+def test_a_notebook_function_under_lru_cache_deploys_and_its_edits_count(monkeypatch):
+    import sys
+    cell = _run_cell(CACHED_CELL)
+    for name in ("fib", "square"):   # a notebook's globals live in __main__
+        monkeypatch.setattr(sys.modules["__main__"], name, cell[name], raising=False)
+    fib = straightline.deploy(cell["fib"], target="local")
+    assert fib(30) == 832040 and straightline.deploy(cell["square"], target="local")(9) == 81
+    edited = _run_cell(CACHED_CELL.replace("return n * n", "return n * n + 1"))
+    again = _run_cell(CACHED_CELL)
+    assert meaning_hash(edited["square"]) != meaning_hash(cell["square"])
+    assert meaning_hash(again["fib"]) == meaning_hash(cell["fib"])

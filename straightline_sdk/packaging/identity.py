@@ -28,6 +28,8 @@ import weakref
 
 import cloudpickle
 
+from .wrappers import PayloadPickler
+
 CODE_MEANING_VERSION = b"meaning-1"
 
 
@@ -120,7 +122,7 @@ def _code_meaning(code: types.CodeType) -> tuple:
             getattr(code, "co_exceptiontable", b""))
 
 
-class _MeaningPickler(cloudpickle.Pickler):
+class _MeaningPickler(PayloadPickler):
     """cloudpickle, except that code objects are written as their meaning only.
     Its output is hashed, never loaded."""
 

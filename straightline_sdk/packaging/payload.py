@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from ..errors import PackagingError
-from . import identity
+from . import identity, wrappers
 
 _INSTALLED_ROOTS = tuple(
     os.path.realpath(p) for p in {
@@ -155,7 +155,7 @@ def package_function(fn, name: str) -> FunctionPackage:
     for mod in local:
         cloudpickle.register_pickle_by_value(mod)
     try:
-        payload = cloudpickle.dumps(fn, protocol=5)
+        payload = wrappers.dumps(fn, protocol=5)
         meaning = identity.meaning_hash(fn) if len(payload) < _MEANING_BY_PAYLOAD_ABOVE else ""
     except Exception as exc:
         raise PackagingError(_describe_failure(fn, exc)) from exc
