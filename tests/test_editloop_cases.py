@@ -355,3 +355,38 @@ def test_a_notebook_function_under_lru_cache_deploys_and_its_edits_count(monkeyp
     again = _run_cell(CACHED_CELL)
     assert meaning_hash(edited["square"]) != meaning_hash(cell["square"])
     assert meaning_hash(again["fib"]) == meaning_hash(cell["fib"])
+
+
+_TWO_PROCESSES = """
+import json, sys
+sys.path.insert(0, {root!r})
+from straightline_sdk.packaging.identity import default_name, distinct_name, meaning_hash
+
+class Point:
+    def __init__(self, x):
+        self.x = x
+
+def make_point(x):
+    return Point(x)
+
+shift = lambda x: x + 1
+print(json.dumps({{
+    "lambda": distinct_name(default_name(shift), shift, meaning_hash(shift)),
+    "class user": meaning_hash(make_point),
+    "method": meaning_hash(Point(1).__init__),
+}}))
+"""
+
+
+def test_lambda_names_and_class_users_meanings_are_the_same_in_two_processes():
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = _TWO_PROCESSES.format(root=root)
+    runs = [json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True,
+                                      text=True, check=True, cwd=root).stdout)
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert runs[0]["lambda"].startswith("<lambda>-")
