@@ -24,6 +24,7 @@ import os
 import re
 import secrets as _random
 import sys
+import warnings
 from collections.abc import Mapping
 
 from .errors import StraightLineError
@@ -178,7 +179,7 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
                 raise TypeError("secrets given as a dict map names to string values")
             _check_not_reserved(name, "secret")
             values[name] = value
-        return SecretValues(values)
+        return _checked(SecretValues(values))
     names = list(secrets)
     values: dict[str, str] = {}
     file_values: dict[str, str] | None = None
@@ -202,7 +203,18 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
             hint=f"export {name}=... in the shell that starts Jupyter (then restart the kernel), "
                  f"set os.environ[{name!r}] in the notebook from a safe source, or add a line "
                  f"{name}=... to a .env file beside the notebook (and keep .env out of git)")
-    return SecretValues(values)
+    return _checked(SecretValues(values))
+
+
+def _checked(secrets: SecretValues) -> SecretValues:
+    """Says so when a value is too short to be taken out of output (it would blank out
+    ordinary words): such a secret may show where the function prints it."""
+    short = sorted(name for name, value in secrets.items() if 0 < len(value) < MIN_REDACTED_LENGTH)
+    if short:
+        warnings.warn(f"secret(s) {', '.join(short)}: values shorter than {MIN_REDACTED_LENGTH} "
+                      f"characters are not redacted from printed output, logs or errors",
+                      stacklevel=3)
+    return secrets
 
 
 class _RedactingStream:

@@ -390,3 +390,9 @@ def test_lambda_names_and_class_users_meanings_are_the_same_in_two_processes():
             for _ in range(2)]
     assert runs[0] == runs[1]
     assert runs[0]["lambda"].startswith("<lambda>-")
+
+
+def test_a_secret_too_short_to_redact_is_warned_about(monkeypatch):
+    monkeypatch.setenv("CASES_PIN", "42")
+    with pytest.warns(UserWarning, match="CASES_PIN.*not redacted"):
+        straightline.deploy(_doubled, target="local", secrets=["CASES_PIN"])
