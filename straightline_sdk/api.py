@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
@@ -12,6 +13,10 @@ from .packaging import content_hash, package_function
 from .packaging.identity import default_name, distinct_name
 from .resources import Resources
 from .targets import deploy_options as validate_options
+
+
+class VariantDeployedWarning(UserWarning):
+    """A function deployed beside a live one with the same code and other data."""
 
 
 def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | None = None,
@@ -80,6 +85,12 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
                                  *((earlier.fn, earlier.spec.package.meaning_hash)
                                    if earlier is not None else ()))
         if distinct != name:
+            if earlier is not None and live(distinct) is None:
+                warnings.warn(
+                    f"{name!r} is deployed already with other data (arguments, closure values "
+                    f"or instance state); this one is deployed beside it as {distinct!r}. To "
+                    f"replace it instead, undeploy it first or pass name={name!r}",
+                    VariantDeployedWarning, stacklevel=2)
             name, package = distinct, dataclasses.replace(package, name=distinct)
     if sample is not None:
         # the far side must also unpickle the arguments (a numpy array for a

@@ -73,13 +73,19 @@ def _scale(x, factor):
 
 def test_partials_of_one_function_with_other_arguments_live_side_by_side():
     double = straightline.deploy(functools.partial(_scale, factor=2), target="local")
-    triple = straightline.deploy(functools.partial(_scale, factor=3), target="local")
+    # said once: a re-run with other arguments meant as a replacement leaves the first running
+    with pytest.warns(straightline.VariantDeployedWarning, match="name='_scale-partial'"):
+        triple = straightline.deploy(functools.partial(_scale, factor=3), target="local")
     assert double is not triple
     assert double(5) == 10 and triple(5) == 15
     assert double.name == "_scale-partial" and triple.name.startswith("_scale-partial-")
     # the same partial again (a cell re-run) finds its deployment
     assert straightline.deploy(functools.partial(_scale, factor=3), target="local") is triple
     assert straightline.deploy(functools.partial(_scale, factor=2), target="local") is double
+    # a name given: the new arguments take that deployment's place (the tweak-and-rerun loop)
+    tweaked = straightline.deploy(functools.partial(_scale, factor=5), target="local",
+                                  name="_scale-partial")
+    assert tweaked is double and double(5) == 25 and triple(5) == 15
 
 
 def test_closures_made_by_one_factory_in_a_loop_are_separate_deployments():
