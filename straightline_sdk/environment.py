@@ -188,17 +188,20 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"secret name {name!r} is not a valid environment variable name")
         _check_not_reserved(name, "secret")
-        if name in os.environ:
+        if os.environ.get(name):
             values[name] = os.environ[name]
             continue
         if file_values is None:
             path = path or find_dotenv()
             file_values = _parse_dotenv(path) if path and os.path.isfile(path) else {}
-        if name in file_values:
+        if file_values.get(name):
             values[name] = file_values[name]
             continue
         where = f"{path}" if path else f"a .env file in {os.getcwd()} or a parent folder"
+        empty = [place for place, found in (("this process's environment", name in os.environ),
+                                            (str(path), name in file_values)) if found]
         raise SecretMissing(
+            f"the secret {name!r} is empty in {' and in '.join(empty)}" if empty else
             f"the secret {name!r} is not set: it is not in this process's environment nor in {where}",
             hint=f"export {name}=... in the shell that starts Jupyter (then restart the kernel), "
                  f"set os.environ[{name!r}] in the notebook from a safe source, or add a line "

@@ -402,3 +402,17 @@ def test_a_secret_too_short_to_redact_is_warned_about(monkeypatch):
     monkeypatch.setenv("CASES_PIN", "42")
     with pytest.warns(UserWarning, match="CASES_PIN.*not redacted"):
         straightline.deploy(_doubled, target="local", secrets=["CASES_PIN"])
+
+
+def test_an_empty_secret_is_missing_and_the_dotenv_value_stands_in_for_an_empty_one(
+        monkeypatch, tmp_path):
+    from straightline_sdk.environment import SecretMissing
+    (tmp_path / ".env").write_text("CASES_TEMPLATE=\nCASES_FILLED='from-dotenv-7f3e'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CASES_TEMPLATE", raising=False)
+    monkeypatch.setenv("CASES_FILLED", "")
+    with pytest.raises(SecretMissing, match="CASES_TEMPLATE.*empty in .*\\.env"):
+        straightline.deploy(_doubled, target="local", secrets=["CASES_TEMPLATE"])
+    assert straightline.deployments() == []
+    h = straightline.deploy(_doubled, target="local", secrets=["CASES_FILLED"])
+    assert h.spec.secrets["CASES_FILLED"] == "from-dotenv-7f3e"
