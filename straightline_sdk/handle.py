@@ -18,7 +18,7 @@ from .config import settings
 from .environment import SecretValues, applied, environment_bytes
 from .errors import PlacementError, StraightLineError
 from .packaging import FunctionPackage
-from .packaging.identity import translate_frames
+from .packaging.identity import deployed_codes, translate_frames
 from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
 from .profile import Profile, profile_call
 from . import output as call_output
@@ -62,6 +62,7 @@ class Deployment:
                  env: tuple = (), secrets: SecretValues | None = None):
         self.fn = fn
         self._deployed_fn = fn      # the function whose payload the targets run (see adopt_edit)
+        self._deployed_codes = deployed_codes(fn)   # its code and its helpers', as deployed
         self._line_map: dict = {}
         self.name = package.name
         self.deploy_key = deploy_key
@@ -173,6 +174,7 @@ class Deployment:
                     return False
             self.spec = self.router.spec = spec
         self.fn = self._deployed_fn = fn
+        self._deployed_codes = deployed_codes(fn)
         self._line_map, self._code_locations = {}, None
         self.deploy_key = deploy_key
         functools.update_wrapper(self, fn, updated=())
@@ -185,7 +187,7 @@ class Deployment:
         the new one, and point remote tracebacks at the lines as they are now."""
         from .packaging.identity import line_map
         self.fn = fn
-        self._line_map = line_map(self._deployed_fn, fn)
+        self._line_map = line_map(self._deployed_codes, fn)
         self._code_locations = None
 
     def map(self, *iterables, kwargs: dict | None = None, return_exceptions: bool = False,

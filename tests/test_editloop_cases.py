@@ -416,3 +416,44 @@ def test_an_empty_secret_is_missing_and_the_dotenv_value_stands_in_for_an_empty_
     assert straightline.deployments() == []
     h = straightline.deploy(_doubled, target="local", secrets=["CASES_FILLED"])
     assert h.spec.secrets["CASES_FILLED"] == "from-dotenv-7f3e"
+
+
+HELPER_CELL = """
+def check(x):
+    if x < 0:
+        raise ValueError(f"negative: {x}")
+    return x
+
+def scaled(x):
+    return 10 * check(x)
+"""
+
+
+def test_a_traceback_through_a_moved_helper_points_at_its_lines_now(tmp_path):
+    # a notebook's cells: each run is a new file name (ipykernel names it by its content)
+    import linecache
+
+    def run(source: str, filename: str, namespace: dict) -> dict:
+        path = str(tmp_path / filename)
+        with open(path, "w") as f:
+            f.write(source)
+        linecache.checkcache(path)
+        exec(compile(source, path, "exec"), namespace)
+        return namespace
+
+    namespace = run(HELPER_CELL, "cell_1.py", {"__name__": "__main__"})
+    h = straightline.deploy(namespace["scaled"], target="local")
+    assert h(2) == 20
+    key = h.deploy_key
+    moved = "# notes\n\n\n" + HELPER_CELL
+    run(moved, "cell_2.py", namespace)   # the same namespace, as a kernel's
+    assert straightline.deploy(namespace["scaled"], target="local") is h and h.deploy_key == key
+    with pytest.raises(ValueError) as info:
+        h(-1)
+    text = info.value.remote_traceback
+    lines = moved.splitlines()
+    raise_line = next(i for i, line in enumerate(lines, 1) if "raise ValueError" in line)
+    call_line = next(i for i, line in enumerate(lines, 1) if "10 * check" in line)
+    assert f'cell_2.py", line {raise_line}, in check' in text, text
+    assert f'cell_2.py", line {call_line}, in scaled' in text, text
+    assert "dynamic-code" not in text

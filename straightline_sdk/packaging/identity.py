@@ -160,12 +160,17 @@ def meaning_hash(fn) -> str:
     return sink.digest.hexdigest()
 
 
-def _codes(fn) -> list[types.CodeType]:
-    """The code objects of fn (and of what it wraps), outermost first, nested ones after."""
+def _codes(fn, depth: int = 3) -> list[types.CodeType]:
+    """The code objects of fn (and of what it wraps), outermost first, nested ones
+    after, then those of the helper functions it calls from its own module (the
+    notebook's), by name, in a fixed order: two functions that mean the same give
+    lists that pair up."""
     while isinstance(fn, (functools.partial, functools.partialmethod)):
         fn = fn.func
+    fn = getattr(fn, "__func__", fn)
     code = getattr(fn, "__code__", None) or getattr(getattr(fn, "__call__", None), "__code__", None)
     found: list[types.CodeType] = []
+    seen: set[int] = set()
 
     def walk(c):
         found.append(c)
@@ -173,16 +178,47 @@ def _codes(fn) -> list[types.CodeType]:
             if isinstance(const, types.CodeType):
                 walk(const)
 
-    if isinstance(code, types.CodeType):
+    def visit(function, code, level):
+        if id(code) in seen:
+            return
+        seen.add(id(code))
         walk(code)
+        if level >= depth:
+            return
+        module = getattr(function, "__module__", None)
+        names = set()
+        stack = [code]
+        while stack:
+            current = stack.pop()
+            names.update(current.co_names)
+            stack.extend(k for k in current.co_consts if isinstance(k, types.CodeType))
+        globs = getattr(function, "__globals__", {})
+        for name in sorted(names):
+            helper = globs.get(name)
+            helper_code = getattr(helper, "__code__", None)
+            if (isinstance(helper, types.FunctionType) and isinstance(helper_code, types.CodeType)
+                    and helper.__module__ == module):
+                visit(helper, helper_code, level + 1)
+
+    if isinstance(code, types.CodeType):
+        visit(fn, code, 0)
     return found
+
+
+def deployed_codes(fn) -> list[types.CodeType]:
+    """The code objects a deployment of ``fn`` runs (its helpers' too), kept at
+    deploy time: re-running the cell replaces the helpers in the namespace that
+    the deployed function's globals share."""
+    return _codes(fn)
 
 
 def line_map(deployed, current) -> dict[tuple[str, int], int]:
     """{(code name, deployed line): current line} where the two functions'
-    code means the same but moved (empty when nothing moved or they differ)."""
+    code means the same but moved (empty when nothing moved or they differ).
+    ``deployed``: a function, or its ``deployed_codes`` kept when it was deployed."""
     mapping: dict[tuple[str, int], int] = {}
-    old_codes, new_codes = _codes(deployed), _codes(current)
+    old_codes = deployed if isinstance(deployed, list) else _codes(deployed)
+    new_codes = _codes(current)
     if len(old_codes) != len(new_codes):
         return mapping
     for old, new in zip(old_codes, new_codes):
