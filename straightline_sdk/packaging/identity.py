@@ -4,8 +4,9 @@
   processes: a ``functools.partial`` is named after the function it wraps, a
   callable object after its class; never anything with a memory address.
 - ``distinct_name``: the default name, with a short meaning hash where a bare
-  name would make two live functions share one deployment (lambdas, and
-  partials or closures made from the same function in a loop).
+  name would make two live functions share one deployment (lambdas; the same
+  code with other data: partials, closures made in a loop, methods or callable
+  objects of other instances).
 - ``meaning_hash``: a hash of what the function does, not of where its lines
   sit: code objects are hashed by their bytecode, constants, names and
   arguments (recursively), never by line numbers, file names or column
@@ -146,8 +147,8 @@ _CLASS_TRACKERS = getattr(getattr(cloudpickle, "cloudpickle", None),
 
 def _is_weakrefable(obj) -> bool:
     try:
-        weakref.ref(obj)
-    except TypeError:
+        hash(weakref.ref(obj))
+    except TypeError:   # no weak references, or unhashable
         return False
     return True
 
