@@ -5,6 +5,7 @@ in a loop, awaited generators, secrets in exception messages."""
 from __future__ import annotations
 
 import asyncio
+import os
 import functools
 import textwrap
 
@@ -457,3 +458,28 @@ def test_a_traceback_through_a_moved_helper_points_at_its_lines_now(tmp_path):
     assert f'cell_2.py", line {raise_line}, in check' in text, text
     assert f'cell_2.py", line {call_line}, in scaled' in text, text
     assert "dynamic-code" not in text
+
+
+def test_a_traceback_through_an_edited_local_module_shows_its_current_source(tmp_path,
+                                                                             monkeypatch):
+    import importlib
+    import sys
+    module_name = "cases_helpers_" + os.urandom(3).hex()
+    path = tmp_path / f"{module_name}.py"
+    path.write_text("def helper(x):\n    raise ValueError(x)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(module_name)
+    cell = _run_cell(f"import {module_name} as helpers\n\ndef calls_helper(x):\n"
+                     f"    return helpers.helper(x)\n")
+    h = straightline.deploy(cell["calls_helper"], target="local")
+    with pytest.raises(ValueError) as first:
+        h(1)
+    assert "raise ValueError(x)" in first.value.remote_traceback   # the file is read (cached)
+    path.write_text("# moved down\n\n\ndef helper(x):\n    raise ValueError(x + 1)\n")
+    importlib.reload(module)
+    h = straightline.deploy(cell["calls_helper"], target="local")
+    with pytest.raises(ValueError) as second:
+        h(1)
+    text = second.value.remote_traceback
+    assert "line 5, in helper" in text and "raise ValueError(x + 1)" in text, text
+    sys.modules.pop(module_name, None)
