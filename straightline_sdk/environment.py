@@ -265,7 +265,7 @@ def _redacted_output(secrets: SecretValues):
     streams = sys.stdout, sys.stderr
     handlers = list(logging.getLogger().handlers)
     redacting = _RedactingFilter(secrets)
-    sys.stdout, sys.stderr = (_RedactingStream(s, secrets) for s in streams)
+    ours = sys.stdout, sys.stderr = tuple(_RedactingStream(s, secrets) for s in streams)
     for handler in handlers:
         handler.addFilter(redacting)
     try:
@@ -273,9 +273,10 @@ def _redacted_output(secrets: SecretValues):
     finally:
         for handler in handlers:
             handler.removeFilter(redacting)
-        if isinstance(sys.stdout, _RedactingStream):
+        # only our own: a stream replaced meanwhile (another run's) is left as it is
+        if sys.stdout is ours[0]:
             sys.stdout = streams[0]
-        if isinstance(sys.stderr, _RedactingStream):
+        if sys.stderr is ours[1]:
             sys.stderr = streams[1]
 
 
