@@ -110,6 +110,10 @@ class Deployment:
                          redact=self._redact_output())
         if ok:
             return iter(value) if self.spec.package.is_generator else value
+        if self.spec.package.is_generator and isinstance(value, dict) and value.get("items_before"):
+            # a target that answers once (Ray): the items the generator gave before its
+            # error, then the error, as a streamed call gives them
+            return _items_then(value["items_before"], self._rebuild(value, decision.target))
         raise self._rebuild(value, decision.target)
 
     def _items(self, outcomes, decision):
@@ -562,6 +566,11 @@ class Deployment:
 
 
 _NOT_PROFILED = object()
+
+
+def _items_then(items: list, error: BaseException):
+    yield from items
+    raise error
 
 
 def redact_error(exc: BaseException, secrets: SecretValues) -> BaseException:

@@ -483,3 +483,24 @@ def test_a_traceback_through_an_edited_local_module_shows_its_current_source(tmp
     text = second.value.remote_traceback
     assert "line 5, in helper" in text and "raise ValueError(x + 1)" in text, text
     sys.modules.pop(module_name, None)
+
+
+def _three_then_fail(n):
+    for i in range(n):
+        yield i
+    raise KeyError("after the items")
+
+
+def test_a_generator_answered_at_once_gives_its_items_before_its_error():
+    # targets that answer a call once (Ray, or a stream that could not start) carry
+    # the items the generator gave before it raised, ahead of the error
+    from straightline_sdk.runtime.execute import encode_outcomes, run_calls
+    from straightline_sdk.runtime import wire
+    (ok, info, _), = run_calls(_three_then_fail, [((3,), {})])
+    assert not ok and info["items_before"] == [0, 1, 2] and info["type"] == "KeyError"
+    (ok, value, _), = run_calls(_three_then_fail, [((0,), {})])
+    assert not ok and "items_before" not in value
+    import threading
+    segments, _ = encode_outcomes([(False, {**info, "items_before": [threading.Lock()]}, {})])
+    (ok, sent, _), = wire.decode(b"".join(bytes(s) for s in segments))
+    assert not ok and sent["type"] == "KeyError" and "items_before" not in sent
