@@ -89,6 +89,7 @@ def test_partials_of_one_function_with_other_arguments_live_side_by_side():
     assert tweaked is double and double(5) == 25 and triple(5) == 15
 
 
+@pytest.mark.filterwarnings("ignore::straightline_sdk.api.VariantDeployedWarning")
 def test_closures_made_by_one_factory_in_a_loop_are_separate_deployments():
     cell_source = """
     def make_adder(k):
@@ -222,6 +223,7 @@ class Multiplier:
 """
 
 
+@pytest.mark.filterwarnings("ignore::straightline_sdk.api.VariantDeployedWarning")
 def test_two_instances_of_one_class_are_two_deployments():
     cell = _run_cell(INSTANCES_CELL)
     two, three = cell["Multiplier"](2), cell["Multiplier"](3)
