@@ -16,7 +16,7 @@
     straightline.register_joblib()   # joblib.parallel_config("straightline", targets=[...])
 """
 
-from .api import deploy
+from .api import VariantDeployedWarning, deploy
 from .calibration import Calibration, calibrate
 from .cancel import CallCancelled
 from .config import configure, settings
@@ -45,6 +45,6 @@ __all__ = [
     "deploy", "calibrate", "whatif", "Calibration", "configure", "settings", "deployments", "Deployment", "Sample", "Resources",
     "StraightLineError", "PackagingError", "PlacementError", "PayloadTooLarge",
     "TargetUnavailable", "TargetFailure", "RemoteError", "CallTimeout",
-    "CallCancelled", "SecretMissing", "LargeCaptureWarning",
+    "CallCancelled", "SecretMissing", "LargeCaptureWarning", "VariantDeployedWarning",
     "Executor", "register_joblib", "joblib_deployment",
 ]

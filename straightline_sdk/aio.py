@@ -6,6 +6,9 @@ a map would use: awaited calls are bounded like ``map``'s), so the event loop
 (Jupyter's, or ``asyncio.run``'s) never blocks. Cancelling the awaiting task
 cancels the call the way Ctrl-C does: a call still queued never starts, one in
 flight has its connection dropped and is not run again elsewhere.
+
+A generator function's awaited call returns the list of its items (as ``map``
+gives each item's list); ``for y in h(x)`` streams them one by one.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ async def call(dep, args: tuple, kwargs: dict):
 
     def run():
         with scope:
-            return dep(*args, **kwargs)
+            result = dep(*args, **kwargs)
+            if dep.spec.package.is_generator:
+                # a generator's items, gathered on this thread as they stream in (as
+                # map does): iterating them on the event loop would block it
+                return list(result)
+            return result
 
     future = dep._async_pool().submit(run)
     try:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 
 from .calibration import calibrate as run_calibration
 from .handle import Deployment, Sample, live, register
 from .environment import applied, check_env, resolve_secrets
 from .packaging import content_hash, package_function
-from .packaging.identity import default_name
+from .packaging.identity import default_name, distinct_name
 from .resources import Resources
 from .targets import deploy_options as validate_options
+
+
+class VariantDeployedWarning(UserWarning):
+    """A function deployed beside a live one with the same code and other data."""
 
 
 def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | None = None,
@@ -64,6 +69,7 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     if not callable(fn):
         raise TypeError(f"deploy() takes a function, not a {type(fn).__qualname__}")
     options = validate_options(options, target)
+    named = name is not None
     name = name or default_name(fn)
     env_pairs = check_env(env)
     secret_values = resolve_secrets(secrets)
@@ -73,6 +79,19 @@ def deploy(fn=None, *, sample=None, rate: float | None = None, target: str | Non
     resources = resources or Resources()
     sample = Sample.of(sample) if sample is not None else None
     package = package_function(fn, name)
+    if not named:
+        earlier = live(name)
+        distinct = distinct_name(name, fn, package.meaning_hash,
+                                 *((earlier.fn, earlier.spec.package.meaning_hash)
+                                   if earlier is not None else ()))
+        if distinct != name:
+            if earlier is not None and live(distinct) is None:
+                warnings.warn(
+                    f"{name!r} is deployed already with other data (arguments, closure values "
+                    f"or instance state); this one is deployed beside it as {distinct!r}. To "
+                    f"replace it instead, undeploy it first or pass name={name!r}",
+                    VariantDeployedWarning, stacklevel=2)
+            name, package = distinct, dataclasses.replace(package, name=distinct)
     if sample is not None:
         # the far side must also unpickle the arguments (a numpy array for a
         # function that never imports numpy): their modules are dependencies too

@@ -83,7 +83,11 @@ def _gc(args) -> int:
         print(f"will remove {len(orphans)} item(s) no live or kept deployment uses:")
         for item in orphans:
             print(f"  {item['kind']} {item['type']} {item['id']} ({item.get('name') or '-'})")
-        if sys.stdin.isatty() and not args.yes:
+        if not args.yes:
+            if not sys.stdin.isatty():   # a notebook's !straightline, a script: nobody to ask
+                print("nothing removed: there is no terminal to ask; run it again with --yes "
+                      "to remove them (--dry-run only lists)", file=sys.stderr)
+                return 1
             if input("remove them? [y/N] ").strip().lower() not in ("y", "yes"):
                 print("nothing removed")
                 return 0

@@ -19,9 +19,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets as _random
+import sys
+import warnings
 from collections.abc import Mapping
 
 from .errors import StraightLineError
@@ -130,6 +133,16 @@ def find_dotenv(start: str | None = None) -> str | None:
         folder = parent
 
 
+#: the SDK's own settings of its worker (runtime/wire.py): never the user's to set
+RESERVED_PREFIX = "STRAIGHTLINE_"
+
+
+def _check_not_reserved(name: str, what: str) -> None:
+    if name.upper().startswith(RESERVED_PREFIX):
+        raise ValueError(f"{what} name {name!r}: names starting with {RESERVED_PREFIX} are the "
+                         f"SDK's own settings of its worker; choose another name")
+
+
 def check_env(env) -> tuple[tuple[str, str], ...]:
     """``env`` as sorted (name, value) pairs; a clear error for anything else."""
     if env is None:
@@ -142,6 +155,7 @@ def check_env(env) -> tuple[tuple[str, str], ...]:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"env name {name!r} is not a valid environment variable name "
                              f"(letters, digits and _, not starting with a digit)")
+        _check_not_reserved(name, "env")
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise TypeError(f"env[{name!r}] must be a string (or a number), not a "
                             f"{type(value).__qualname__}: environment variables hold text")
@@ -163,8 +177,9 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
         for name, value in secrets.items():
             if not isinstance(name, str) or not _NAME.match(name) or not isinstance(value, str):
                 raise TypeError("secrets given as a dict map names to string values")
+            _check_not_reserved(name, "secret")
             values[name] = value
-        return SecretValues(values)
+        return _checked(SecretValues(values))
     names = list(secrets)
     values: dict[str, str] = {}
     file_values: dict[str, str] | None = None
@@ -172,29 +187,105 @@ def resolve_secrets(secrets, dotenv: str | None = None) -> SecretValues:
     for name in names:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(f"secret name {name!r} is not a valid environment variable name")
-        if name in os.environ:
+        _check_not_reserved(name, "secret")
+        if os.environ.get(name):
             values[name] = os.environ[name]
             continue
         if file_values is None:
             path = path or find_dotenv()
             file_values = _parse_dotenv(path) if path and os.path.isfile(path) else {}
-        if name in file_values:
+        if file_values.get(name):
             values[name] = file_values[name]
             continue
         where = f"{path}" if path else f"a .env file in {os.getcwd()} or a parent folder"
+        empty = [place for place, found in (("this process's environment", name in os.environ),
+                                            (str(path), name in file_values)) if found]
         raise SecretMissing(
+            f"the secret {name!r} is empty in {' and in '.join(empty)}" if empty else
             f"the secret {name!r} is not set: it is not in this process's environment nor in {where}",
             hint=f"export {name}=... in the shell that starts Jupyter (then restart the kernel), "
                  f"set os.environ[{name!r}] in the notebook from a safe source, or add a line "
                  f"{name}=... to a .env file beside the notebook (and keep .env out of git)")
-    return SecretValues(values)
+    return _checked(SecretValues(values))
+
+
+def _checked(secrets: SecretValues) -> SecretValues:
+    """Says so when a value is too short to be taken out of output (it would blank out
+    ordinary words): such a secret may show where the function prints it."""
+    short = sorted(name for name, value in secrets.items() if 0 < len(value) < MIN_REDACTED_LENGTH)
+    if short:
+        warnings.warn(f"secret(s) {', '.join(short)}: values shorter than {MIN_REDACTED_LENGTH} "
+                      f"characters are not redacted from printed output, logs or errors",
+                      stacklevel=3)
+    return secrets
+
+
+class _RedactingStream:
+    """sys.stdout or sys.stderr with the secrets' values taken out of each write."""
+
+    def __init__(self, original, secrets: SecretValues):
+        self._original = original
+        self._secrets = secrets
+
+    def write(self, text):
+        if isinstance(text, str):
+            text = self._secrets.redact(text)
+        return self._original.write(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name):   # flush, encoding, fileno, isatty, ...
+        return getattr(self._original, name)
+
+
+class _RedactingFilter(logging.Filter):
+    """Takes the secrets' values out of a log record's message (root handlers
+    that hold their own stream, not sys.stderr)."""
+
+    def __init__(self, secrets: SecretValues):
+        super().__init__()
+        self._secrets = secrets
+
+    def filter(self, record) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        clean = self._secrets.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+@contextlib.contextmanager
+def _redacted_output(secrets: SecretValues):
+    """What the function prints or logs here has no secret's value in it."""
+    streams = sys.stdout, sys.stderr
+    handlers = list(logging.getLogger().handlers)
+    redacting = _RedactingFilter(secrets)
+    ours = sys.stdout, sys.stderr = tuple(_RedactingStream(s, secrets) for s in streams)
+    for handler in handlers:
+        handler.addFilter(redacting)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redacting)
+        # only our own: a stream replaced meanwhile (another run's) is left as it is
+        if sys.stdout is ours[0]:
+            sys.stdout = streams[0]
+        if sys.stderr is ours[1]:
+            sys.stderr = streams[1]
 
 
 @contextlib.contextmanager
 def applied(env: tuple[tuple[str, str], ...], secrets: SecretValues):
     """This process's environment with ``env`` and ``secrets`` set, for a run of
     the function here (the sample's profile run) to see what the target sees;
-    restored after."""
+    restored after. What it prints or logs meanwhile is redacted, as a remote
+    call's output is."""
     values = {**dict(env), **secrets}
     if not values:
         yield
@@ -202,7 +293,11 @@ def applied(env: tuple[tuple[str, str], ...], secrets: SecretValues):
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:
-        yield
+        if secrets:
+            with _redacted_output(secrets):
+                yield
+        else:
+            yield
     finally:
         for name, old in saved.items():
             if old is None:

@@ -18,7 +18,7 @@ from .config import settings
 from .environment import SecretValues, applied, environment_bytes
 from .errors import PlacementError, StraightLineError
 from .packaging import FunctionPackage
-from .packaging.identity import translate_frames
+from .packaging.identity import deployed_codes, translate_frames
 from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
 from .profile import Profile, profile_call
 from . import output as call_output
@@ -62,6 +62,7 @@ class Deployment:
                  env: tuple = (), secrets: SecretValues | None = None):
         self.fn = fn
         self._deployed_fn = fn      # the function whose payload the targets run (see adopt_edit)
+        self._deployed_codes = deployed_codes(fn)   # its code and its helpers', as deployed
         self._line_map: dict = {}
         self.name = package.name
         self.deploy_key = deploy_key
@@ -109,6 +110,10 @@ class Deployment:
                          redact=self._redact_output())
         if ok:
             return iter(value) if self.spec.package.is_generator else value
+        if self.spec.package.is_generator and isinstance(value, dict) and value.get("items_before"):
+            # a target that answers once (Ray): the items the generator gave before its
+            # error, then the error, as a streamed call gives them
+            return _items_then(value["items_before"], self._rebuild(value, decision.target))
         raise self._rebuild(value, decision.target)
 
     def _items(self, outcomes, decision):
@@ -173,6 +178,7 @@ class Deployment:
                     return False
             self.spec = self.router.spec = spec
         self.fn = self._deployed_fn = fn
+        self._deployed_codes = deployed_codes(fn)
         self._line_map, self._code_locations = {}, None
         self.deploy_key = deploy_key
         functools.update_wrapper(self, fn, updated=())
@@ -185,7 +191,7 @@ class Deployment:
         the new one, and point remote tracebacks at the lines as they are now."""
         from .packaging.identity import line_map
         self.fn = fn
-        self._line_map = line_map(self._deployed_fn, fn)
+        self._line_map = line_map(self._deployed_codes, fn)
         self._code_locations = None
 
     def map(self, *iterables, kwargs: dict | None = None, return_exceptions: bool = False,
@@ -485,6 +491,7 @@ class Deployment:
             package_mb=(len(self.spec.package.payload) + self._dependencies_bytes()) / MB,
             env_bytes=environment_bytes(self.spec.env, self.spec.secrets),
             generator=self.spec.package.is_generator,
+            env_names=(*(name for name, _ in self.spec.env), *self.spec.secrets),
         )
 
     def _dependencies_bytes(self) -> int:
@@ -544,6 +551,7 @@ class Deployment:
                 with applied(self.spec.env, self.spec.secrets):
                     profile, result = profile_call(self.fn, tuple(args), dict(kwargs))
             except Exception as exc:
+                redact_error(exc, self.spec.secrets)   # its message may quote a secret
                 if capture:
                     return exc
                 raise
@@ -564,6 +572,11 @@ class Deployment:
 _NOT_PROFILED = object()
 
 
+def _items_then(items: list, error: BaseException):
+    yield from items
+    raise error
+
+
 def redact_error(exc: BaseException, secrets: SecretValues) -> BaseException:
     """The SDK's own error with no secret's value in its text (a target's failure
     may quote the function's output)."""
@@ -577,8 +590,9 @@ def redact_error(exc: BaseException, secrets: SecretValues) -> BaseException:
 
 def _redacted(info: dict, secrets: SecretValues) -> dict:
     """An error_info with no secret's value in it. An exception whose text, args or
-    attributes hold one is not rebuilt as its own object (they would carry the
-    value): a RemoteError with the redacted text stands in. Its chain too."""
+    attributes hold one is rebuilt as its class with the redacted text as its only
+    argument, without its attributes (they would carry the value); a RemoteError
+    stands in only when the class itself holds the value. Its chain too."""
     def leaks(data) -> bool:
         try:
             return data is not None and secrets.redact_bytes(data) != data
@@ -596,8 +610,11 @@ def _redacted(info: dict, secrets: SecretValues) -> dict:
     attributes = info.get("attributes") or {}
     if clean != message or leaks(info.get("args")) or any(leaks(v) for v in attributes.values()):
         info["exception"] = None
-        if "class" in info:   # the exception in parts (runtime/errors.py): not rebuilt
-            info["class"], info["args"], info["attributes"] = None, None, {}
+        if "class" in info:   # the exception in parts (runtime/errors.py): rebuilt from its
+            # class and the redacted message only (``except ValueError`` still catches it)
+            if leaks(info.get("class")):
+                info["class"] = None
+            info["args"], info["attributes"] = None, {}
     elif leaks(info.get("exception")):
         info["exception"] = None
     for link in ("cause", "context"):

@@ -7,10 +7,12 @@ same run and is therefore an upper bound.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .protocol import encode_request
@@ -48,6 +50,35 @@ def _run_queue_wait() -> float:
         return 0.0
 
 
+def _run_coroutine(coro):
+    """An ``async def`` function's call run to its end here: on this thread when no
+    event loop runs on it, else on a thread of its own (a notebook's kernel runs one)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1, thread_name_prefix="straightline-sample") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def _async_items(agen):
+    """An async generator's items as a plain iterator, driven on a loop of its own thread."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="straightline-sample")
+    loop = asyncio.new_event_loop()
+    try:
+        while True:
+            try:
+                yield pool.submit(loop.run_until_complete, agen.__anext__()).result()
+            except StopAsyncIteration:
+                return
+    finally:
+        try:
+            pool.submit(loop.run_until_complete, agen.aclose()).result()
+        finally:
+            pool.submit(loop.close).result()
+            pool.shutdown()
+
+
 def profile_call(fn, args: tuple, kwargs: dict):
     """Run ``fn(*args, **kwargs)`` here once; returns (Profile, result).
 
@@ -67,6 +98,10 @@ def profile_call(fn, args: tuple, kwargs: dict):
     items = None
     try:
         result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):      # an async def function: awaited, as the far side does
+            result = _run_coroutine(result)
+        elif inspect.isasyncgen(result):     # an async generator: its items, as the far side gives
+            result = _async_items(result)
         if inspect.isgenerator(result):
             items = list(itertools.islice(result, PROFILE_ITEMS))
         runtime = time.perf_counter() - t0

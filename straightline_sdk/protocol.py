@@ -207,6 +207,7 @@ def _format_one(info: dict, target: str, index: CodeIndex) -> list[str]:
         code = codes[i] if i < len(codes) else None
         filename = index.locate(filename, lineno, name, code)
         lines.append(f'  File "{filename}", line {lineno}, in {name}')
+        linecache.checkcache(filename)   # a file edited since it was read (a cell's entry stays)
         source = linecache.getline(filename, lineno).strip() or line
         if source:
             lines.append(f"    {source}")

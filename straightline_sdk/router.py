@@ -368,12 +368,28 @@ class Router:
         queue_s = 0.0
         timeout, deadline_is_default = self._deadline(n)
         kept: list = []   # a chunk's first outcomes, back before its target failed: not run again
+        saturated: tuple = ()        # kinds that refused this request as full (it did not run)
+        saturated_tries, saturated_s = 0, 0.0
         while True:
             with self._cond:
                 try:
                     decision = plan.decide(rate, size, thresholds, batch=n, avoid=avoid)
                 except PlacementError:
                     retry = next((k for k in avoid if k in replaced), None)
+                    if retry is None and isinstance(last_failure, TargetSaturated) and (
+                            timeout is None or saturated_s < timeout):
+                        # every target left refused the request as full (e.g. one still runs
+                        # a call its caller abandoned): wait for a slot there, as a queued
+                        # call would, rather than fail a call that never ran
+                        pause = min(0.5, 0.02 * 2 ** min(saturated_tries, 5))
+                        saturated_tries += 1
+                        saturated_s += pause
+                        self._cond.wait(pause)
+                        self.check_open()
+                        if stop is not None and stop.is_set():
+                            raise MapStopped()
+                        avoid = tuple(k for k in avoid if k not in saturated)
+                        continue
                     if retry is None:
                         if last_failure is not None:
                             raise last_failure from None
@@ -448,6 +464,7 @@ class Router:
                                       items=n, request_bytes=total, outcome="rejected",
                                       detail=str(exc).splitlines()[0][:200])
                 avoid += (kind,)
+                saturated += (kind,)
                 continue
             except TargetFailure as exc:
                 last_failure = exc

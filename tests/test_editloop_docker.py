@@ -125,6 +125,13 @@ def test_gc_unused_removes_unused_images_and_keeps_the_one_in_use(engine, capsys
     assert unused_deps in planned and old_function in planned and live_image not in planned
     engine.images.get(unused_deps)    # a dry run removes nothing
 
+    # no terminal to ask (a notebook's !straightline, a script) and no --yes: it lists
+    # them, removes nothing and says how to go on
+    assert cli.main(["gc", "--kind", "docker", "--unused", "--name", name]) != 0
+    out, err = capsys.readouterr()
+    assert unused_deps in out and "--yes" in err and "removed" not in out
+    engine.images.get(unused_deps)
+
     assert cli.main(["gc", "--kind", "docker", "--unused", "--name", name, "--yes"]) == 0
     out, err = capsys.readouterr()
     assert "will remove" in out and unused_deps in out and old_function in out, err

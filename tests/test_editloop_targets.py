@@ -78,3 +78,20 @@ def test_env_and_secrets_reach_lambda_and_not_its_bundle_or_tags(aws, monkeypatc
     for bundle in built:
         with zipfile.ZipFile(io.BytesIO(bundle.data)) as archive:
             assert all(secret.encode() not in archive.read(n) for n in archive.namelist())
+
+
+def _items_then_error(n):
+    for i in range(n):
+        yield i
+    raise KeyError("after the items")
+
+
+@pytest.mark.ray
+def test_a_generator_on_ray_gives_its_items_then_its_error(ray_cluster):
+    h = straightline.deploy(_items_then_error, target="ray", name="editloop-ray-gen-error")
+    got = []
+    with pytest.raises(KeyError):
+        for item in h(3):
+            got.append(item)
+    assert got == [0, 1, 2]
+    h.undeploy()

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import cloudpickle
 
 from ..errors import PackagingError
-from . import identity
+from . import identity, wrappers
 
 _INSTALLED_ROOTS = tuple(
     os.path.realpath(p) for p in {
@@ -94,8 +94,10 @@ def referenced_objects(fn) -> dict[str, object]:
             found[f"closure variable '{name}'"] = cell.cell_contents
         except ValueError:
             pass
-    for i, value in enumerate(fn.__defaults__ or ()):
-        found[f"default argument {i}"] = value
+    defaults = fn.__defaults__ or ()
+    positional = code.co_varnames[:code.co_argcount]
+    for name, value in zip(positional[len(positional) - len(defaults):], defaults):
+        found[f"default of argument '{name}'"] = value
     for name, value in (fn.__kwdefaults__ or {}).items():
         found[f"default of keyword '{name}'"] = value
     return found
@@ -153,7 +155,7 @@ def package_function(fn, name: str) -> FunctionPackage:
     for mod in local:
         cloudpickle.register_pickle_by_value(mod)
     try:
-        payload = cloudpickle.dumps(fn, protocol=5)
+        payload = wrappers.dumps(fn, protocol=5)
         meaning = identity.meaning_hash(fn) if len(payload) < _MEANING_BY_PAYLOAD_ABOVE else ""
     except Exception as exc:
         raise PackagingError(_describe_failure(fn, exc)) from exc
@@ -189,8 +191,17 @@ def captured_sizes(fn) -> list[tuple[str, int]]:
     inner = fn
     while isinstance(inner, functools.partial):
         inner = inner.func
-    sizes = [(label, identity.pickled_size(value)) for label, value in referenced_objects(inner).items()
-             if not isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))]
+    sizes = []
+    instance = inner.__self__ if isinstance(inner, types.MethodType) else \
+        inner if not isinstance(inner, (types.FunctionType, types.BuiltinFunctionType)) else None
+    if instance is not None:   # a method's instance, a callable object: its attributes travel
+        where = f"of the {type(instance).__qualname__} instance"
+        sizes += [(f"attribute '{k}' {where}", identity.pickled_size(v))
+                  for k, v in (getattr(instance, "__dict__", None) or {}).items()]
+        inner = inner.__func__ if isinstance(inner, types.MethodType) else \
+            getattr(type(inner), "__call__", inner)
+    sizes += [(label, identity.pickled_size(value)) for label, value in referenced_objects(inner).items()
+              if not isinstance(value, (types.ModuleType, types.FunctionType, types.BuiltinFunctionType, type))]
     if isinstance(fn, functools.partial):
         sizes += [(f"partial argument {i}", identity.pickled_size(v)) for i, v in enumerate(fn.args)]
         sizes += [(f"partial keyword '{k}'", identity.pickled_size(v)) for k, v in fn.keywords.items()]

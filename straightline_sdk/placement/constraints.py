@@ -7,6 +7,8 @@ quotas in targets/aws_lambda/limits.py).
 
 from __future__ import annotations
 
+import re
+
 from .features import MB, Features, Limits, human_bytes
 
 def violation(features: Features, limits: Limits) -> str | None:
@@ -36,6 +38,16 @@ def violation(features: Features, limits: Limits) -> str | None:
     if limits.max_env_bytes is not None and features.env_bytes > limits.max_env_bytes:
         return (f"environment (env + secrets) {human_bytes(features.env_bytes)} > limit "
                 f"{human_bytes(limits.max_env_bytes)}")
+    reserved = sorted(n for n in features.env_names if n in limits.reserved_env)
+    if reserved:
+        return (f"environment variable name(s) {', '.join(reserved)} reserved by the target "
+                f"(it sets them itself and refuses them in a function's configuration)")
+    if limits.env_name_pattern is not None:
+        refused = sorted(n for n in features.env_names
+                         if not re.fullmatch(limits.env_name_pattern, n))
+        if refused:
+            return (f"environment variable name(s) {', '.join(refused)} not accepted by the "
+                    f"target (names there match {limits.env_name_pattern})")
     if features.generator and not limits.streams:
         return ("a generator function: this target answers a call only once it has returned, "
                 "so its items cannot stream back as they are produced")

@@ -30,6 +30,7 @@ class Features:
     package_mb: float = 0.0         # unzipped size of the function's bundle (Lambda's limit)
     env_bytes: int = 0              # size of the environment handed to the target (env + secrets)
     generator: bool = False         # a generator function: its items stream back
+    env_names: tuple[str, ...] = () # names of the environment variables handed over (env + secrets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,8 @@ class Limits:
     pythons: frozenset | None = None    # (major, minor) pairs the target can run
     max_package_mb: float | None = None
     max_env_bytes: int | None = None    # the environment variables it can be given
+    reserved_env: frozenset = frozenset()   # environment variable names it sets itself
+    env_name_pattern: str | None = None     # what a variable's name must look like there
     streams: bool = True                # can send a call's items back as they are produced
     sources: tuple[str, ...] = ()       # where these numbers come from
     notes: tuple[str, ...] = ()         # how the kind will run calls, for the reasons (e.g. insecure)

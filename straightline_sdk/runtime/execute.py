@@ -96,7 +96,13 @@ def each_outcome(fn, calls, options: dict | None = None):
                 outcome = [False, info, meta]
             except (Exception, SystemExit, KeyboardInterrupt) as exc:
                 # the user's error (an exit included) travels back; the worker lives on
-                outcome = [False, error_info(exc, skip_frames=1), meta]
+                info = error_info(exc, skip_frames=1)
+                items = getattr(_partial, "items", None)
+                if items:   # a generator's items before its error: the caller gets them first
+                    info["items_before"] = items
+                outcome = [False, info, meta]
+            finally:
+                _partial.items = None
             meta["function_s"] = clock() - t0
             if output is not None and output.chunks:
                 meta["output"] = output.as_list()
@@ -118,11 +124,18 @@ def format_error(info: dict) -> str:
     return "".join(lines)
 
 
+_partial = threading.local()   # a generator's items so far, when it raised (run_calls)
+
+
 def settle(value):
     """What a call's result is worth sending: a generator's items (the client
     hands them back as an iterator), an ``async def``'s awaited value."""
     if inspect.isgenerator(value):
-        return list(value)
+        items: list = []
+        _partial.items = items
+        items.extend(value)
+        _partial.items = None
+        return items
     if inspect.iscoroutine(value):
         return asyncio.run(value)
     if inspect.isasyncgen(value):
@@ -256,6 +269,11 @@ def encode_outcomes(outcomes: list) -> tuple[list, int]:
                     f"the function returned a {type(value).__qualname__} that cannot be "
                     f"serialized to send back: {exc}")
                 value, ok = error_info(err, kind="result"), False
+        elif isinstance(value, dict) and "items_before" in value:
+            try:
+                cloudpickle.dumps(value["items_before"], protocol=5)
+            except Exception:   # the error still travels, without the items before it
+                value = {k: v for k, v in value.items() if k != "items_before"}
         safe.append((ok, value, *meta))
     return wire.encode(safe)
 
