@@ -24,11 +24,25 @@ import threading
 
 import pytest
 
-# `ray start`, with its one fixed wait for the new raylet to register made patient
-# (150 s); nothing else about Ray changes
+# `ray start`, with two changes: its fixed 30 s wait for the new raylet to register
+# is made patient (150 s); and the raylet is told the dashboard agent's listen port,
+# which Ray 2.60 gives the agent but not the raylet (the raylet then waits 15 s for
+# the agent's port file and aborts: "Timed out waiting for file
+# .../dashboard_agent_listen_port_..."). Nothing else about Ray changes.
 _PATIENT_RAY_CLI = """
-import sys, time
+import re, sys, time
 import ray._private.services as services
+_start_ray_process = services.start_ray_process
+def _start_with_listen_port(command, *args, **kwargs):
+    if command and command[0] == services.RAYLET_EXECUTABLE and not any(
+            part.startswith("--dashboard_agent_listen_port=") for part in command):
+        for part in command:
+            found = re.search(r"--listen-port=(\\d+)", part) if part.startswith(
+                "--dashboard_agent_command=") else None
+            if found and int(found.group(1)):
+                command = [*command, "--dashboard_agent_listen_port=" + found.group(1)]
+    return _start_ray_process(command, *args, **kwargs)
+services.start_ray_process = _start_with_listen_port
 _get_node = services.get_node
 def _patient_get_node(*args, **kwargs):
     deadline = time.monotonic() + 150
