@@ -47,6 +47,7 @@ DRIVER = textwrap.dedent('''
     while sum(1 for n in _ray.nodes() if n["Alive"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     h = straightline.deploy(where, target="ray")
+    shipped = h.deployed_targets["ray"].describe()["shipped"]
     # the local module's only file is gone: from here on it can only come through the cluster
     shutil.rmtree(module_dir)
     head = ray.get_runtime_context().get_node_id()
@@ -63,7 +64,7 @@ DRIVER = textwrap.dedent('''
     second_map = h.map(range(12), kwargs={"delay": 1.0}, chunksize=1)
     after = h(5, 0.0)
     print(json.dumps({"head": head, "second": second, "first": first, "second_map": second_map,
-                      "after": after, "stats": h.stats(), "ship": h.deployed_targets["ray"].describe()["shipped"]}))
+                      "after": after, "stats": h.stats(), "ship": shipped}))
     h.undeploy()
 ''')
 
