@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -50,6 +51,29 @@ def test_a_waiting_function_gets_threads_in_each_process():
     assert local.threads > 1
     assert local.processes * local.threads >= pool.IO_SLOTS
     assert h.map(range(40)) == list(range(40))
+
+
+def test_maps_reuse_their_sending_threads_and_undeploy_ends_them():
+    """Starting a thread costs ~1 ms: a map of many short waits would spend more
+    time starting its senders than waiting. Later maps of the same size send with
+    the same threads (adding any the first did not need); undeploy ends them."""
+    def wait_a_bit(x):
+        time.sleep(0.01)
+        return x
+
+    def senders():
+        return {t for t in threading.enumerate() if t.name.startswith("straightline-map")}
+
+    h = straightline.deploy(wait_a_bit, sample=(0,), targets=["local"])
+    before = senders()
+    sent_by = []
+    for _ in range(3):
+        assert h.map(range(40), progress=False) == list(range(40))
+        sent_by.append(senders() - before)
+    first, second, third = sent_by
+    assert first and first <= second <= third   # none ended: the same threads, kept
+    h.undeploy()
+    assert wait_until(lambda: not (senders() & third))
 
 
 def test_pool_size_from_cpus_profile_and_memory():
