@@ -136,6 +136,28 @@ def test_a_pool_process_that_dies_is_replaced_and_calls_go_on():
     assert len(h.map(range(10))) == 10
 
 
+def test_a_pool_is_healthy_only_when_every_process_answers():
+    """Calls go to every process of a pool: one that no longer answers (here
+    stopped, as a hung process would be) makes the worker unhealthy, not just the
+    first. The check is the one the Docker target runs (``worker_health``)."""
+    from straightline_sdk.targets.http import worker_health
+    straightline.configure(options={"local": {"processes": 2}})
+    h = straightline.deploy(burn, sample=(0,), targets=["local"])
+    local = h.deployed_targets["local"]
+    assert worker_health(local.client) == (True, "ok")
+    second_port = local.client.ports[1]
+    second = next(child for child in psutil.Process(local.pid).children()
+                  if any(c.laddr.port == second_port and c.status == psutil.CONN_LISTEN
+                         for c in child.net_connections("tcp")))
+    os.kill(second.pid, signal.SIGSTOP)
+    try:
+        healthy, detail = worker_health(local.client)
+        assert not healthy and f":{second_port}" in detail and "process 1" in detail
+    finally:
+        os.kill(second.pid, signal.SIGCONT)
+    assert worker_health(local.client) == (True, "ok")
+
+
 def test_pool_processes_exit_with_the_supervisor():
     straightline.configure(options={"local": {"processes": 2}})
     h = straightline.deploy(burn, sample=(0,), targets=["local"])
