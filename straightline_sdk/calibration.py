@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from .local_state import cache_root
 from .placement import LOCAL, MB, Thresholds, human_bytes, tier_of
 from .placement.calibration import CostCurve, crossovers, fit
-from .runtime import wire
+from .runtime import pool, wire
 
 SIZES = (0, 64 * 1024, 1 * MB, 4 * MB, 16 * MB)
 
@@ -120,9 +120,11 @@ def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9, objectiv
             curves[kind] = measure(h, kind, sizes, repeats)
     profile = h.profile
     local = next((c for k, c in curves.items() if tier_of(k) == LOCAL), None)
+    servers, servers_basis = local_servers((local.concurrency or 1) if local else 1, profile,
+                                           pool.usable_cpus())
     found = crossovers(curves, runtime_s=profile.runtime_s if profile else 0.0,
                        request_bytes=profile.request_bytes if profile else 0,
-                       local_concurrency=(local.concurrency or 1) if local else 1)
+                       local_concurrency=servers, servers_basis=servers_basis)
     result = Calibration(found.thresholds, curves, time.time(),
                          profile.runtime_s if profile else 0.0)
     _apply(h, result)
@@ -130,6 +132,26 @@ def calibrate(h, *, force: bool = False, sizes=SIZES, repeats: int = 9, objectiv
     with open(path, "w") as f:
         f.write(result.to_json())
     return result
+
+
+def local_servers(slots: int, profile, cpus: float) -> tuple[float, str]:
+    """Calls the local pool serves at once: its slots (processes × threads), but
+    no more than its CPUs keep up with. A function that mostly waits gets many
+    threads (runtime/pool.py), yet each call still keeps a CPU busy for part of
+    its time: 64 slots of calls on the CPU 40 % of their time are ~5 calls at
+    once on 2 CPUs, and a rate threshold from 64 would hold 13× the traffic the
+    pool can take. Returns (servers, why, in words, when the CPUs cap it)."""
+    cpu_s = getattr(profile, "cpu_s", None) if profile is not None else None
+    active = (profile.runtime_s - getattr(profile, "cpu_wait_s", 0.0)) if profile is not None else 0.0
+    if not cpu_s or active <= 0 or cpus <= 0:
+        return float(slots), ""
+    share = min(1.0, cpu_s / active)
+    by_cpu = cpus / share
+    if by_cpu >= slots:
+        return float(slots), ""
+    servers = max(1.0, by_cpu)
+    return servers, (f"{slots} slots, but each call keeps {share:.0%} of a CPU busy: {cpus:g} "
+                     f"CPU(s) serve ~{servers:.1f} at once")
 
 
 def _tune(h, objective: str, traffic, preset) -> Calibration:

@@ -87,6 +87,7 @@ class Deployment:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
         self._async_executor: ThreadPoolExecutor | None = None
+        self._map_pools: dict[int, ThreadPoolExecutor] = {}   # idle map senders, by size
         self._code_locations: dict | None = None   # built at the first remote error
         self._panel = None
 
@@ -238,7 +239,7 @@ class Deployment:
         chunks = [(i, items[i:i + chunksize]) for i in range(start, n, chunksize)]
         failed: list[tuple[int, BaseException]] = []
         stop = threading.Event()   # set on an interrupt: nothing more is sent
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="straightline-map")
+        pool = self._take_map_pool(workers)
         with Progress(f"{self.name}.map", total=n, enabled=progress) as bar:
             try:
                 bar.advance(start)
@@ -288,15 +289,34 @@ class Deployment:
                 # Queued chunks are dropped and none is sent after this; chunks already running
                 # finish on their target in the background (a running call cannot be recalled).
                 stop.set()
-                pool.shutdown(wait=False, cancel_futures=True)
+                pool.shutdown(wait=False, cancel_futures=True)   # not kept: its threads are busy
                 raise
-            pool.shutdown(wait=True)
+            self._give_back_map_pool(workers, pool)
         if failed and not return_exceptions:
             index, exc = min(failed, key=lambda f: f[0])
             log.debug("%s.map: %d of %d items failed; raising item %d's error", self.name,
                       len(failed), n, index)
             raise exc
         return results
+
+    def _take_map_pool(self, workers: int) -> ThreadPoolExecutor:
+        """The threads that send a map's chunks, kept from the last map of this size:
+        starting a thread takes ~1 ms (it waits until the thread runs), and a map of
+        64 short I/O calls would otherwise spend 64 ms starting its senders. A map
+        running while another holds the pool gets a pool of its own."""
+        with self._lock:
+            pool = self._map_pools.pop(workers, None)
+        return pool or ThreadPoolExecutor(max_workers=workers, thread_name_prefix="straightline-map")
+
+    def _give_back_map_pool(self, workers: int, pool: ThreadPoolExecutor) -> None:
+        """Keep the pool, idle now, for the next map: one per size, a few sizes."""
+        with self._lock:
+            keep = not self.router.closed and workers not in self._map_pools \
+                and len(self._map_pools) < 4
+            if keep:
+                self._map_pools[workers] = pool
+        if not keep:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, *args, **kwargs) -> Future:
         """Start a call in the background; returns a concurrent.futures.Future."""
@@ -430,7 +450,9 @@ class Deployment:
         deployed = self.router.close()
         if deployed is None:
             return
-        for executor in (self._executor, self._async_executor):
+        with self._lock:
+            map_pools, self._map_pools = list(self._map_pools.values()), {}
+        for executor in (self._executor, self._async_executor, *map_pools):
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
         for kind, target in deployed.items():

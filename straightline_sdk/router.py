@@ -675,11 +675,18 @@ class Router:
             old = self._states.get(kind)
             reason = pr.reason + (f" ({pr.hint})" if pr.hint else "")
             deployed = self._targets.get(kind)
-            states[kind] = TargetState(
-                kind, pr.available, reason, pr.limits, in_flight=old.in_flight if old else 0,
-                concurrency=deployed.concurrency if deployed else None,
-                tier=target_registry.tier_of(kind),
-                note=getattr(deployed, "pool_note", "") if deployed else "")
+            concurrency = deployed.concurrency if deployed else None
+            note = getattr(deployed, "pool_note", "") if deployed else ""
+            if old is not None:
+                # updated in place, never replaced: calls in flight and requests waiting
+                # for a slot hold this object and count themselves out of it when done
+                old.available, old.reason, old.limits = pr.available, reason, pr.limits
+                old.concurrency, old.tier, old.note = concurrency, target_registry.tier_of(kind), note
+                states[kind] = old
+                continue
+            states[kind] = TargetState(kind, pr.available, reason, pr.limits,
+                                       concurrency=concurrency, tier=target_registry.tier_of(kind),
+                                       note=note)
         self._states = states
         return states
 

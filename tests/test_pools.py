@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -50,6 +51,29 @@ def test_a_waiting_function_gets_threads_in_each_process():
     assert local.threads > 1
     assert local.processes * local.threads >= pool.IO_SLOTS
     assert h.map(range(40)) == list(range(40))
+
+
+def test_maps_reuse_their_sending_threads_and_undeploy_ends_them():
+    """Starting a thread costs ~1 ms: a map of many short waits would spend more
+    time starting its senders than waiting. Later maps of the same size send with
+    the same threads (adding any the first did not need); undeploy ends them."""
+    def wait_a_bit(x):
+        time.sleep(0.01)
+        return x
+
+    def senders():
+        return {t for t in threading.enumerate() if t.name.startswith("straightline-map")}
+
+    h = straightline.deploy(wait_a_bit, sample=(0,), targets=["local"])
+    before = senders()
+    sent_by = []
+    for _ in range(3):
+        assert h.map(range(40), progress=False) == list(range(40))
+        sent_by.append(senders() - before)
+    first, second, third = sent_by
+    assert first and first <= second <= third   # none ended: the same threads, kept
+    h.undeploy()
+    assert wait_until(lambda: not (senders() & third))
 
 
 def test_pool_size_from_cpus_profile_and_memory():
@@ -129,6 +153,28 @@ def test_a_death_before_a_call_is_not_blamed_on_it():
                           {c.pid for c in supervisor.children()})
     assert h(1.0) == 1.0        # four liveness checks while it runs
     assert h.stats()["local"]["errors"] == 0
+
+
+def test_a_pool_is_healthy_only_when_every_process_answers():
+    """Calls go to every process of a pool: one that no longer answers (here
+    stopped, as a hung process would be) makes the worker unhealthy, not just the
+    first. The check is the one the Docker target runs (``worker_health``)."""
+    from straightline_sdk.targets.http import worker_health
+    straightline.configure(options={"local": {"processes": 2}})
+    h = straightline.deploy(burn, sample=(0,), targets=["local"])
+    local = h.deployed_targets["local"]
+    assert worker_health(local.client) == (True, "ok")
+    second_port = local.client.ports[1]
+    second = next(child for child in psutil.Process(local.pid).children()
+                  if any(c.laddr.port == second_port and c.status == psutil.CONN_LISTEN
+                         for c in child.net_connections("tcp")))
+    os.kill(second.pid, signal.SIGSTOP)
+    try:
+        healthy, detail = worker_health(local.client)
+        assert not healthy and f":{second_port}" in detail and "process 1" in detail
+    finally:
+        os.kill(second.pid, signal.SIGCONT)
+    assert worker_health(local.client) == (True, "ok")
 
 
 def test_pool_processes_exit_with_the_supervisor():

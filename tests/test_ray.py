@@ -80,6 +80,25 @@ def test_a_long_calls_output_streams_from_the_actor_while_it_runs(ray_cluster, c
 
 
 @pytest.mark.ray
+def test_the_warm_actor_leaves_every_cpu_to_map_tasks(ray_cluster):
+    """Ray holds a CPU for an actor's whole life once any resource is named on it
+    (even num_gpus=0): the cluster's map tasks would then get one CPU fewer, and a
+    one-CPU node none (on a two-node cluster of one CPU each, a map hung there)."""
+    import ray
+    use_cluster(ray_cluster)
+    free_before = wait_until(lambda: ray.available_resources().get("CPU"), timeout=30)
+
+    @straightline.deploy(target="ray")
+    def add_one(x):
+        return x + 1
+
+    assert add_one(1) == 2
+    assert wait_until(lambda: ray.available_resources().get("CPU") == free_before, timeout=10), \
+        f"the actor holds {free_before - ray.available_resources().get('CPU', 0):g} CPU"
+    add_one.undeploy()
+
+
+@pytest.mark.ray
 def test_map_fans_out_to_tasks_and_keeps_order(ray_cluster):
     use_cluster(ray_cluster)
 

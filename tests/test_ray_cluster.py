@@ -14,13 +14,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
 from tests.support.ray_two_nodes import two_node_cluster  # noqa: F401  (the fixture)
 
 DRIVER = textwrap.dedent('''
-    import json, os, sys, threading, time
+    import json, os, shutil, sys, threading, time
     address, module_dir, marks, kill_file = sys.argv[1:5]
     sys.path.insert(0, module_dir)
     import shipped_helper            # lives only in module_dir, on this driver's path
@@ -29,10 +30,11 @@ DRIVER = textwrap.dedent('''
 
     def where(x, delay):
         import ray, time
+        import straightline_sdk.runtime.ray_entry as entry   # the runtime serving this call
         time.sleep(delay)
         node = ray.get_runtime_context().get_node_id()
         open(os.path.join(marks, f"{x}-{node}-{delay}"), "w").close()
-        return shipped_helper.double(x), node, os.getcwd()
+        return shipped_helper.double(x), node, os.getcwd(), entry.__file__
 
     # both nodes share this machine's Python packages: no pip runtime environment (no
     # network in CI); the SDK's runtime still travels as a py_module, and the function
@@ -45,6 +47,9 @@ DRIVER = textwrap.dedent('''
     while sum(1 for n in _ray.nodes() if n["Alive"]) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     h = straightline.deploy(where, target="ray")
+    shipped = h.deployed_targets["ray"].describe()["shipped"]
+    # the local module's only file is gone: from here on it can only come through the cluster
+    shutil.rmtree(module_dir)
     head = ray.get_runtime_context().get_node_id()
     second = [n["NodeID"] for n in ray.nodes() if n["Alive"] and "second_node" in n["Resources"]][0]
     assert head != second, "the driver attached to the node the test kills"
@@ -59,13 +64,13 @@ DRIVER = textwrap.dedent('''
     second_map = h.map(range(12), kwargs={"delay": 1.0}, chunksize=1)
     after = h(5, 0.0)
     print(json.dumps({"head": head, "second": second, "first": first, "second_map": second_map,
-                      "after": after, "stats": h.stats(), "ship": h.deployed_targets["ray"].describe()["shipped"]}))
+                      "after": after, "stats": h.stats(), "ship": shipped}))
     h.undeploy()
 ''')
 
 
 @pytest.mark.ray
-@pytest.mark.ray_two_nodes   # not passing yet: see the closing note of 2026-12-01
+@pytest.mark.ray_two_nodes
 @pytest.mark.timeout(900)   # two `ray start`s on a busy machine take minutes
 def test_a_map_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, tmp_path):
     cluster = two_node_cluster
@@ -79,8 +84,9 @@ def test_a_map_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, 
         [sys.executable, "-c", DRIVER, cluster.address, str(module_dir), str(marks), str(kill_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
     killed = False
+    deadline = time.monotonic() + 480   # a hung map fails with the driver's output, not silently
     try:
-        while driver.poll() is None:
+        while driver.poll() is None and time.monotonic() < deadline:
             if not killed and kill_file.exists():
                 cluster.kill_second_node()
                 killed = True
@@ -88,21 +94,28 @@ def test_a_map_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, 
                 driver.wait(timeout=0.05)
             except subprocess.TimeoutExpired:
                 pass
-        out, err = driver.communicate(timeout=240)
+        if driver.poll() is None:
+            driver.kill()
+        out, err = driver.communicate(timeout=60)
     finally:
         if driver.poll() is None:
             driver.kill()
-    assert driver.returncode == 0, err[-3000:]
+    assert driver.returncode == 0, (out[-1000:], err[-3000:])
     got = json.loads(out.strip().splitlines()[-1])
     assert killed
     # the first map ran on both nodes, the module's code with it
-    assert [value for value, _, _ in got["first"]] == [2 * x for x in range(8)]
-    nodes = {node for _, node, _ in got["first"]}
+    assert not module_dir.exists()
+    assert [value for value, _, _, _ in got["first"]] == [2 * x for x in range(8)]
+    nodes = {node for _, node, _, _ in got["first"]}
     assert nodes == {got["head"], got["second"]}
-    on_second = [cwd for _, node, cwd in got["first"] if node == got["second"]]
+    on_second = [cwd for _, node, cwd, _ in got["first"] if node == got["second"]]
     assert on_second and all(cwd != str(module_dir) for cwd in on_second)
+    # the SDK's runtime came as a py_module from the GCS (into Ray's runtime_resources),
+    # not from this checkout or the installed package
+    runtimes = {runtime for _, _, _, runtime in got["first"]}
+    assert all("runtime_resources" in runtime for runtime in runtimes), runtimes
     # the second map lost its second node midway and still returned every item, in order
-    assert [value for value, _, _ in got["second_map"]] == [2 * x for x in range(12)]
+    assert [value for value, _, _, _ in got["second_map"]] == [2 * x for x in range(12)]
     assert got["second_map"][-1][1] == got["head"]
     assert got["after"][0] == 10          # and the deployment still answers
     assert "py_modules" in got["ship"]     # the runtime reached the second node through the cluster

@@ -14,6 +14,7 @@ from straightline_sdk.targets.base import Reply
 from straightline_sdk import targets
 from straightline_sdk.placement import SERVERLESS
 from straightline_sdk.testing import FakeTarget, fake_target
+from tests.conftest import wait_until
 
 
 class ColdThenWarm(FakeTarget):
@@ -85,3 +86,34 @@ def test_a_new_kind_registered_with_a_tier_is_placed_by_it():
             assert h.placement.target == "faas"
             assert h(2) == 2 and h.stats()["faas"]["calls"] == 1
     assert "faas" not in targets.kinds()
+
+
+
+def _wait_for_file(x, gate):
+    import os
+    import time
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return x
+
+
+def test_a_plan_rebuilt_while_requests_wait_keeps_their_count_and_frees_every_slot(tmp_path):
+    """Pinning (or a profile, an edit) rebuilds the plan while a call runs and another
+    waits for its slot: the target's state is the one they count themselves out of,
+    so the overview still shows the waiting request, and nothing is left in flight."""
+    gate = str(tmp_path / "gate")
+    with fake_target("local", slots=1), \
+            straightline.deploy(_wait_for_file, target="local", name="gate_refresh") as h:
+        running = h.submit(1, gate)
+        assert wait_until(lambda: h.target_overview()["local"]["in_flight"] == 1)
+        waiting = h.submit(2, gate)
+        assert wait_until(lambda: h.target_overview()["local"]["waiting"] == 1)
+        h.pin("local")                       # rebuilds the plan
+        overview = h.target_overview()["local"]
+        assert (overview["in_flight"], overview["waiting"]) == (1, 1)
+        open(gate, "w").close()
+        assert (running.result(10), waiting.result(10)) == (1, 2)
+        overview = h.target_overview()["local"]
+        assert (overview["in_flight"], overview["waiting"]) == (0, 0)
+        assert h(3, gate) == 3               # its one slot is free again

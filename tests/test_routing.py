@@ -246,6 +246,31 @@ def test_calibrating_the_local_target_sets_thresholds_consistent_with_its_curve(
     assert again.thresholds == result.thresholds
 
 
+def test_calibrating_a_pool_of_threads_counts_the_calls_its_cpus_keep_up_with(tmp_path, monkeypatch):
+    """A function that waits most of its time gets a pool of many threads, but each
+    call still uses a CPU part of the time: F is the rate the CPUs serve, not the
+    rate of all the slots."""
+    monkeypatch.setenv("STRAIGHTLINE_CACHE_DIR", str(tmp_path))
+    straightline.configure(options={"local": {"processes": 1, "threads": 64}})
+
+    @straightline.deploy(sample=(1,), targets=["local"])
+    def half_busy(x):
+        import time
+        time.sleep(0.02)
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.01:   # ~1/3 of the call on the CPU
+            pass
+        return x
+
+    result = straightline.calibrate(half_busy, sizes=(0, 256 * 1024), repeats=3)
+    curve = result.curves["local"]
+    assert curve.concurrency == 64
+    service = curve.latency(half_busy.profile.request_bytes, result.runtime_s)
+    th = half_busy.thresholds
+    assert th.rate < 0.5 * curve.concurrency / service     # not all 64 slots at once
+    assert "of a CPU busy" in th.basis
+
+
 def test_calibration_against_real_docker_is_consistent_with_the_measured_curves(tmp_path, monkeypatch):
     from straightline_sdk.targets import probe
     need(probe("docker", {}, fresh=True).available, "a Docker engine (bash scripts/setup-docker.sh)")

@@ -100,29 +100,33 @@ def size_threshold(curves: dict[str, CostCurve]) -> tuple[int, str]:
 
 
 def rate_threshold(curves: dict[str, CostCurve], runtime_s: float, request_bytes: int,
-                   local_concurrency: int) -> tuple[float, str]:
+                   local_concurrency: float, servers_basis: str = "") -> tuple[float, str]:
+    """``local_concurrency``: calls the local pool serves at once (its slots, capped
+    by its CPUs: calibration.local_servers); ``servers_basis`` says how, if capped."""
     local = _of_tier(curves, LOCAL)
     if local is None:
         return math.inf, "no local curve: serverless is not preferred by rate"
     service = local.latency(request_bytes, runtime_s)
     capacity = local_concurrency / service
     serverless = _of_tier(curves, SERVERLESS)
+    servers = f"{local_concurrency:g} slots" + (f" ({servers_basis})" if servers_basis else "")
     if serverless is None:
-        return capacity, (f"the local worker's capacity: {local_concurrency} slots / "
+        return capacity, (f"the local worker's capacity: {servers} / "
                           f"{service * 1000:.2f} ms = {human_rate(capacity)}")
     remote = serverless.latency(request_bytes, runtime_s)
     if remote <= service:
         return 0.0, (f"serverless ({remote * 1000:.1f} ms) is faster than the local worker "
                      f"({service * 1000:.1f} ms) even unloaded")
     f = capacity * (1.0 - service / remote)
-    return f, (f"the local worker ({local_concurrency} slots, {service * 1000:.2f} ms a call) "
+    return f, (f"the local worker ({servers}, {service * 1000:.2f} ms a call) "
                f"queues up to serverless's {remote * 1000:.1f} ms at {human_rate(f)}")
 
 
 def crossovers(curves: dict[str, CostCurve], *, runtime_s: float, request_bytes: int,
-               local_concurrency: int) -> Crossovers:
+               local_concurrency: float, servers_basis: str = "") -> Crossovers:
     d, size_basis = size_threshold(curves)
-    f, rate_basis = rate_threshold(curves, runtime_s, request_bytes, local_concurrency)
+    f, rate_basis = rate_threshold(curves, runtime_s, request_bytes, local_concurrency,
+                                   servers_basis)
     th = Thresholds(rate=f, size=d, calibrated=True,
                     basis=f"calibrated: D: {size_basis}; F: {rate_basis}")
     return Crossovers(th, size_basis, rate_basis, dict(curves))

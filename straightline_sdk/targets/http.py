@@ -287,7 +287,7 @@ class WorkerPoolClient:
                 in_flight[index] -= 1
 
     def get(self, path: str, timeout: float = 5.0, authorize: bool = True) -> HTTPResponse:
-        """A GET to the first process (health: it answers for the pool)."""
+        """A GET to the first process (worker_health asks every process)."""
         return self.members[0].get(path, timeout=timeout, authorize=authorize)
 
     get_json = get
@@ -605,12 +605,19 @@ def worker_health(client: WorkerClient | None, dead=lambda: None) -> tuple[bool,
         return False, str(failure)
     if client is None:
         return False, "not deployed"
-    try:
-        response = client.get(wire.HEALTH_PATH, timeout=5.0)
-    except TargetFailure as exc:
-        return False, str(exc)
-    if response.status != 200:
-        return False, f"health check answered HTTP {response.status}"
+    # a pool is healthy when every process answers: calls go to each of them
+    members = getattr(client, "members", None) or [client]
+    for number, member in enumerate(members):
+        which = f"process {number} of the pool ({member.host}:{member.port}): " \
+            if len(members) > 1 else ""
+        try:
+            response = member.get(wire.HEALTH_PATH, timeout=5.0)
+        except TargetFailure as exc:
+            return False, f"{which}{exc}"
+        except CallTimeout:   # the GET's own limit: a process that no longer answers
+            return False, f"{which}no answer to a health check within 5 s"
+        if response.status != 200:
+            return False, f"{which}health check answered HTTP {response.status}"
     return True, "ok"
 
 

@@ -227,7 +227,9 @@ class RayTarget(Target):
         res = self.spec.resources
         if self.concurrency is None:   # calls the cluster's CPUs run at once
             self.concurrency = max(1, int(ray.cluster_resources().get("CPU", 1) // (res.cpus or 1)))
-        placement: dict = {"num_gpus": res.gpus or 0}
+        # num_gpus only when asked: any resource named on an actor (even num_gpus=0)
+        # makes Ray hold its CPU for the actor's whole life, one CPU fewer for map tasks
+        placement: dict = {"num_gpus": res.gpus} if res.gpus else {}
         if res.memory_mb:
             placement["memory"] = res.memory_mb * MB
         runtime_env = self._runtime_env(ray)
