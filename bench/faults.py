@@ -48,6 +48,7 @@ import time
 import common  # this script's folder is on sys.path
 
 import straightline_sdk as straightline
+from tests.support.run_log import RunLog
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HANG_S = 60.0      # a scenario still running after this counts its calls as hung
@@ -285,42 +286,6 @@ def load(targets, n, threads=32) -> dict:
 
 
 # -- Docker: a container's runs are logged over TCP to this machine ---------------------
-
-class RunLog:
-    """A TCP listener on the Docker bridge's gateway (a container reaches it; so
-    does a local worker): each run of the function sends a line ``i`` there."""
-
-    def __init__(self):
-        import docker
-        engine = docker.from_env()
-        gateway = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-        self.server = socket.create_server((gateway, 0))
-        self.address = self.server.getsockname()
-        self.lines: list[tuple[int, float]] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn):
-        with conn, conn.makefile("rb") as f:
-            for line in f:
-                with self.lock:
-                    self.lines.append((int(line), time.time()))
-
-    def runs(self) -> list[tuple[int, float]]:
-        with self.lock:
-            return list(self.lines)
-
-    def close(self):
-        self.server.close()
-
 
 def networked_function(address, cpu_s: float = 0.0, sleep_s: float = 0.0):
     def work(i):

@@ -55,10 +55,14 @@ class TargetFailure(TargetUnavailable):
 class TargetSaturated(TargetFailure):
     """The target refused the call because every slot was busy (a worker's 503,
     Lambda throttling after its retries). The call did not run; the router counts
-    it as *rejected*, not as a failure of the target, and places it again."""
+    it as *rejected*, not as a failure of the target, and places it again.
+    ``retried``: the target already waited and asked again (Lambda's own backoff),
+    so when no other target is left the router gives up instead of waiting more."""
 
-    def __init__(self, message: str, *, target: str | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, target: str | None = None, hint: str | None = None,
+                 retried: bool = False):
         super().__init__(message, target=target, hint=hint, may_have_run=False)
+        self.retried = retried
 
 
 class PayloadTooLarge(PlacementError):

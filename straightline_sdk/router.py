@@ -377,10 +377,11 @@ class Router:
                 except PlacementError:
                     retry = next((k for k in avoid if k in replaced), None)
                     if retry is None and isinstance(last_failure, TargetSaturated) and (
-                            timeout is None or saturated_s < timeout):
+                            not last_failure.retried) and (timeout is None or saturated_s < timeout):
                         # every target left refused the request as full (e.g. one still runs
                         # a call its caller abandoned): wait for a slot there, as a queued
-                        # call would, rather than fail a call that never ran
+                        # call would, rather than fail a call that never ran (a target that
+                        # retried on its own, Lambda, has waited already: its refusal stands)
                         pause = min(0.5, 0.02 * 2 ** min(saturated_tries, 5))
                         saturated_tries += 1
                         saturated_s += pause

@@ -15,6 +15,7 @@ import straightline_sdk as straightline
 from straightline_sdk import StraightLineError
 from tests.conftest import wait_until
 from tests.support.engine_proxy import EngineProxy
+from tests.support.run_log import RunLog
 
 from .test_docker import engine  # noqa: F401  (the fixture)
 
@@ -210,41 +211,6 @@ def test_a_record_outlives_no_container_removed_outside_the_sdk(engine, tmp_path
         engine.containers.get(second["container"]).remove(force=True)
 
 
-class _RunLog:
-    """A TCP listener on the Docker bridge's gateway: each call in a container
-    sends a line there when it starts, so the test counts what ran (twice)."""
-
-    def __init__(self, engine):  # noqa: F811
-        import socket
-        gateway = engine.networks.get("bridge").attrs["IPAM"]["Config"][0]["Gateway"]
-        self.server = socket.create_server((gateway, 0))
-        self.address = self.server.getsockname()
-        self.lines: list[int] = []
-        self._lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn):
-        with conn, conn.makefile("rb") as f:
-            for line in f:
-                with self._lock:
-                    self.lines.append(int(line))
-
-    def runs(self) -> list[int]:
-        with self._lock:
-            return list(self.lines)
-
-    def close(self):
-        self.server.close()
-
-
 def _noting(address):
     def run(x):
         import socket
@@ -264,7 +230,7 @@ def _noting(address):
 
 def test_a_container_killed_mid_map_reruns_only_the_calls_in_flight(engine):  # noqa: F811
     items = 1000
-    log = _RunLog(engine)
+    log = RunLog(engine)
     straightline.configure(options={"docker": {"processes": 2, "threads": 1}})
     h = straightline.deploy(_noting(log.address), sample=(-1,), targets=["docker"],
                             name="docker-map-kill")
@@ -282,13 +248,13 @@ def test_a_container_killed_mid_map_reruns_only_the_calls_in_flight(engine):  # 
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        assert wait_until(lambda: len([x for x in log.runs() if x >= 0]) >= items // 5,
+        assert wait_until(lambda: len([x for x in log.items() if x >= 0]) >= items // 5,
                           timeout=120, interval=0.005)
         engine.containers.get(container_id).kill()     # docker kill
         thread.join(300)
         assert not thread.is_alive(), "the map hung after docker kill"
         assert box["value"] == [2 * x for x in range(items)]
-        ran = [x for x in log.runs() if x >= 0]
+        ran = [x for x in log.items() if x >= 0]
         assert sorted(set(ran)) == list(range(items))
         assert h.stats()["docker"]["failures"] >= 1, "the kill came after the map"
         assert len(ran) - items <= in_flight, (f"{len(ran) - items} calls ran twice; at most the "

@@ -449,13 +449,17 @@ class Handler(BaseHTTPRequestHandler):
         try:
             segments, total = execute.handle_frame(self.worker.fn, body)
         except Exception as exc:  # the request itself could not be read here
-            self._send_json(422, {"error": f"the request could not be unpickled on this target "
-                                           f"({type(exc).__name__}: {exc}); if a module is missing, "
-                                           f"add it with deploy(..., requirements=[...])"})
+            self._unreadable(exc)
             return
         finally:
             self.worker.leave()
         self._send(200, wire.FRAME_CONTENT_TYPE, segments, total)
+
+    def _unreadable(self, exc: Exception) -> None:
+        """The request itself could not be read here (a call's, a chunk's or a stream's)."""
+        self._send_json(422, {"error": f"the request could not be unpickled on this target "
+                                       f"({type(exc).__name__}: {exc}); if a module is missing, "
+                                       f"add it with deploy(..., requirements=[...])"})
 
     def _invoke_each(self, body):
         """A map chunk answered item by item (wire.EACH_HEADER): each call's record
@@ -466,9 +470,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 records = execute.chunk_records(self.worker.fn, body)
             except Exception as exc:  # the request itself could not be read here
-                self._send_json(422, {"error": f"the request could not be unpickled on this target "
-                                               f"({type(exc).__name__}: {exc}); if a module is "
-                                               f"missing, add it with deploy(..., requirements=[...])"})
+                self._unreadable(exc)
                 return
             signed = self._sdk and self._session is not None
             extra = ""
@@ -529,8 +531,7 @@ class Handler(BaseHTTPRequestHandler):
             try:
                 records = execute.stream_call(self.worker.fn, body)
             except Exception as exc:  # the request itself could not be read here
-                self._send_json(422, {"error": f"the request could not be unpickled on this "
-                                               f"target ({type(exc).__name__}: {exc})"})
+                self._unreadable(exc)
                 return
             self.close_connection = True
             signed = self._sdk and self._session is not None

@@ -154,17 +154,7 @@ class WorkerClient:
             with self._lock:
                 conn = self._idle.pop() if self._idle else None
             if conn is None:
-                try:
-                    conn = _Connection(self.host, self.port, timeout, self._key)
-                    conn.sock.settimeout(timeout)
-                    return conn
-                except PeerNotVerified as exc:
-                    exc.target = self.target
-                    raise
-                except (OSError, ValueError) as exc:
-                    raise TargetFailure(
-                        f"cannot connect to the {self.target} worker at {self.host}:{self.port}: "
-                        f"{getattr(exc, 'strerror', None) or exc}", target=self.target, may_have_run=False) from exc
+                return self._connect(timeout)
             if conn.stale():
                 conn.close()
                 continue

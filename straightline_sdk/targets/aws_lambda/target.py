@@ -555,7 +555,7 @@ class LambdaTarget(Target):
             last = exc.last_attempt.exception()
             raise TargetSaturated(
                 f"AWS Lambda refused the call {attempts} times over {time.monotonic() - started:.1f} s "
-                f"({last}); it did not run", target=KIND,
+                f"({last}); it did not run", target=KIND, retried=True,
                 hint="raise the function's reserved or the account's concurrency, or lower "
                      "options concurrency so the router sends the overflow elsewhere") from None
         return self._read_response(response)
