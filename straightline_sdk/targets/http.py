@@ -176,18 +176,8 @@ class WorkerClient:
         blocking = liveness is not None and total <= _BLOCKING_MAX
         conn = self._acquire(None if blocking else timeout)
         signed = conn.session is not None and authorize
-        mac = b""
-        if signed:
-            conn.counter += 1
-            parts = auth.prefix_parts(segments, auth.signed_length_of_segments(segments, total))
-            mac = (f"{auth.MAC_HEADER}: "
-                   f"{auth.mac(conn.session, b'req', conn.counter, f'{method} {path}'.encode(), parts)}"
-                   f"\r\n").encode()
-        head = b"".join((
-            f"{method} {path} HTTP/1.1\r\n".encode(), self._host_header,
-            conn.proof_header if authorize else b"", mac, _EACH_LINE if each else b"",
-            f"Content-Type: {content_type}\r\nContent-Length: {total}\r\n\r\n".encode(),
-        ))
+        head = _request_head(conn, self, method, path, segments, total, content_type=content_type,
+                             authorize=authorize, extra=_EACH_LINE if each else b"")
         completed: list = []
         try:
             cancel.watch(conn.sock)
@@ -389,6 +379,25 @@ def _read_ready(conn: _Connection, length: int, deadline: float | None, liveness
     return data
 
 
+def _request_head(conn: _Connection, client: WorkerClient, method: str, path: str, segments,
+                  total: int, *, content_type: str, authorize: bool = True,
+                  extra: bytes = b"") -> bytes:
+    """A request's head; on a verified connection it carries the MAC of this
+    request's counter over the head line and the body."""
+    mac = b""
+    if conn.session is not None and authorize:
+        conn.counter += 1
+        parts = auth.prefix_parts(segments, auth.signed_length_of_segments(segments, total))
+        mac = (f"{auth.MAC_HEADER}: "
+               f"{auth.mac(conn.session, b'req', conn.counter, f'{method} {path}'.encode(), parts)}"
+               f"\r\n").encode()
+    return b"".join((
+        f"{method} {path} HTTP/1.1\r\n".encode(), client._host_header,
+        conn.proof_header if authorize else b"", mac, extra,
+        f"Content-Type: {content_type}\r\nContent-Length: {total}\r\n\r\n".encode(),
+    ))
+
+
 def _verify_answer(conn: _Connection, response: HTTPResponse, client: WorkerClient) -> None:
     """An answer on a verified connection must carry the MAC of this request's
     counter: nothing altered, replayed or injected is unpickled."""
@@ -474,18 +483,8 @@ def open_stream(client: WorkerClient, segments, total: int, timeout: float | Non
         client = client.least_busy()
     conn = client._connect(timeout)
     signed = conn.session is not None
-    mac = b""
-    if signed:
-        conn.counter += 1
-        parts = auth.prefix_parts(segments, auth.signed_length_of_segments(segments, total))
-        mac = (f"{auth.MAC_HEADER}: "
-               f"{auth.mac(conn.session, b'req', conn.counter, f'POST {wire.STREAM_PATH}'.encode(), parts)}"
-               f"\r\n").encode()
-    head = b"".join((
-        f"POST {wire.STREAM_PATH} HTTP/1.1\r\n".encode(), client._host_header,
-        conn.proof_header, mac,
-        f"Content-Type: {wire.FRAME_CONTENT_TYPE}\r\nContent-Length: {total}\r\n\r\n".encode(),
-    ))
+    head = _request_head(conn, client, "POST", wire.STREAM_PATH, segments, total,
+                         content_type=wire.FRAME_CONTENT_TYPE)
     try:
         cancel.watch(conn.sock)
         _send_all(conn.sock, [head, *segments])
