@@ -115,7 +115,7 @@ def run(report, *, quick: bool, dry_run: bool, ray=None, kinds=("local", "docker
                 report.skip(f"SDK {kind} map ({workload})", f"{type(exc).__name__}: {str(exc)[:200]}")
         for peer in peers:
             try:
-                peer.run(xs[:2])                       # warm: processes started, code loaded
+                peer.run(xs)   # warm, at full size: processes started, code loaded, a map's threads made
                 times = []
                 for _ in range(reps):
                     t0 = time.perf_counter()
