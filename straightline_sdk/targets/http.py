@@ -654,12 +654,4 @@ def _read_response(rfile, want=(), max_body: int | None = None) -> HTTPResponse:
         raise ValueError("an answer with too many header lines")
     if max_body is not None and length > max_body:
         raise ValueError(f"an answer of {length} bytes where at most {max_body} were expected")
-    body = bytearray(length)
-    view = memoryview(body)
-    got = 0
-    while got < length:
-        n = rfile.readinto(view[got:])
-        if not n:
-            raise ConnectionResetError(errno.ECONNRESET, "the worker closed the connection mid-reply")
-        got += n
-    return HTTPResponse(status, content_type, body, headers)
+    return HTTPResponse(status, content_type, _read_exact(rfile, length), headers)
