@@ -19,7 +19,7 @@ from .environment import SecretValues, applied, environment_bytes
 from .errors import PlacementError, StraightLineError
 from .packaging import FunctionPackage
 from .packaging.identity import deployed_codes, translate_frames
-from .placement import MB, Features, Plan, RateEstimator, Thresholds, human_bytes
+from .placement import MB, Features, Plan, RateEstimator, Thresholds, capacity, human_bytes
 from .profile import Profile, profile_call
 from . import output as call_output
 from .progress import Progress
@@ -230,13 +230,19 @@ class Deployment:
                              else self.router.map_capacity(n - start))
         timeout_s = self.spec.resources.timeout_s
         if chunksize is None:
-            chunksize = 1 if timeout_s else max(1, min(256, (n - start) // (workers * 4) or 1))
+            sizes = [1] * (n - start) if timeout_s else capacity.chunk_sizes(
+                n - start, workers, self.profile.runtime_s if self.profile is not None else None)
         elif timeout_s and chunksize > 1:
             raise ValueError(
                 f"chunksize={chunksize} with Resources(timeout_s={timeout_s:g}): the time limit is "
                 f"per call, and a chunk's calls run one after another in one request; leave "
                 f"chunksize out (each call then travels alone) or drop timeout_s")
-        chunks = [(i, items[i:i + chunksize]) for i in range(start, n, chunksize)]
+        else:
+            sizes = [chunksize] * -(-(n - start) // chunksize)
+        chunks, i = [], start
+        for size in sizes:
+            chunks.append((i, items[i:i + size]))
+            i += size
         failed: list[tuple[int, BaseException]] = []
         stop = threading.Event()   # set on an interrupt: nothing more is sent
         pool = self._take_map_pool(workers)

@@ -37,6 +37,31 @@ def test_expected_wait_and_the_cost_of_going_elsewhere():
     assert capacity.worth_adding(work_left_s=60.0, cold_start_s=2.0)
 
 
+def test_a_maps_chunks_shrink_near_its_end_but_not_below_a_requests_worth():
+    sizes = capacity.chunk_sizes(60, 2, item_s=0.015)
+    assert sum(sizes) == 60
+    assert sizes[0] == 7                         # a quarter of a sender's share, as Pool.map's
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1   # the end in single calls
+    trivial = capacity.chunk_sizes(1000, 8, item_s=1e-6)
+    assert sum(trivial) == 1000 and min(trivial[:-1]) == 31   # too short to pay for more requests
+    assert capacity.chunk_sizes(59, 2, item_s=None) == [7] * 8 + [3]   # no profile: fixed sizes
+    assert capacity.chunk_sizes(3, 64, item_s=0.05) == [1, 1, 1]
+
+
+def _ten_ms(x):
+    time.sleep(0.01)
+    return x
+
+
+def test_a_map_of_long_items_ends_in_single_item_requests():
+    """The last requests of a map carry one call each, so no process is left
+    running a long last chunk while the others idle (the tail of a CPU-bound map)."""
+    h = straightline.deploy(_ten_ms, sample=(0,), targets=["local"])
+    assert h.map(range(60), concurrency=2, progress=False) == list(range(60))   # two senders
+    sizes = [call.items for call in h.calls]
+    assert sum(sizes) == 60 and max(sizes) > 1 and min(sizes) == 1
+
+
 def _short(x):
     return x * 2
 

@@ -49,3 +49,29 @@ def worth_adding(work_left_s: float, cold_start_s: float) -> bool:
     capacity) is long enough that a cold target started now would still take a
     real share of it: more than twice its cold start."""
     return work_left_s > 2.0 * cold_start_s
+
+
+#: a map's chunks near its end are cut down, but not below this much work: under
+#: it a request's own cost (a round trip and a wake-up, ~1 ms) outweighs the balance won
+MIN_CHUNK_WORK_S = 0.005
+
+
+def chunk_sizes(items: int, senders: int, item_s: float | None) -> list[int]:
+    """How a map of ``items`` is cut into requests for ``senders`` at once.
+
+    The first chunks are a quarter of a sender's share (as multiprocessing.Pool.map's,
+    at most 256); as the end nears they shrink to half a sender's share of what is
+    left (guided self-scheduling), never under MIN_CHUNK_WORK_S of work at
+    ``item_s`` a call, so the senders finish together instead of one waiting for
+    another's last long chunk. Without ``item_s`` (no profile) the sizes stay fixed.
+    """
+    senders = max(1, senders)
+    first = max(1, min(256, items // (senders * 4) or 1))
+    smallest = first if not item_s or item_s <= 0 else \
+        max(1, min(first, math.ceil(MIN_CHUNK_WORK_S / item_s)))
+    sizes, left = [], items
+    while left > 0:
+        size = min(first, left, max(smallest, math.ceil(left / (senders * 2))))
+        sizes.append(size)
+        left -= size
+    return sizes
