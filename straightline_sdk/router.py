@@ -191,6 +191,11 @@ class Router:
         usable = [kind for kind in order
                   if plan.states[kind].available and kind not in plan.static_excluded]
         warm = [kind for kind in usable if kind in self._targets]
+        for kind in warm:   # a cluster may have grown or shrunk since the last map
+            target = self._targets.get(kind)
+            if target is not None and hasattr(target, "follow_capacity"):
+                target.follow_capacity()
+                plan.states[kind].concurrency = target.concurrency
         total = sum(plan.states[kind].concurrency or 8 for kind in warm)
         if not warm:   # nothing deployed yet: the first choice is started anyway
             return max(2, min(MAP_MAX_IN_FLIGHT, sum(plan.states[k].concurrency or 8

@@ -119,3 +119,86 @@ def test_a_map_spreads_over_two_nodes_and_survives_losing_one(two_node_cluster, 
     assert got["second_map"][-1][1] == got["head"]
     assert got["after"][0] == 10          # and the deployment still answers
     assert "py_modules" in got["ship"]     # the runtime reached the second node through the cluster
+
+
+LATE_DRIVER = textwrap.dedent('''
+    import json, os, shutil, sys, time
+    address, module_dir, joined = sys.argv[1:4]
+    sys.path.insert(0, module_dir)
+    import shipped_helper            # lives only in module_dir, on this driver's path
+    import ray
+    import straightline_sdk as straightline
+
+    def where(x):
+        import ray, time
+        import straightline_sdk.runtime.ray_entry as entry
+        time.sleep(0.5)
+        return shipped_helper.double(x), ray.get_runtime_context().get_node_id(), entry.__file__
+
+    def alive():
+        return [n for n in ray.nodes() if n["Alive"]]
+
+    def wait_for(test, what):
+        deadline = time.monotonic() + 180
+        while not test():
+            if time.monotonic() > deadline:
+                raise SystemExit(f"timed out waiting for {what}")
+            time.sleep(0.5)
+
+    straightline.configure(progress=False, options={"ray": {"address": address,
+                                                            "ship_packages": False}})
+    ray.init(address=address, namespace="straightline", logging_level="ERROR", log_to_driver=False)
+    wait_for(lambda: len(alive()) == 1, "the cluster to be the head alone")
+    h = straightline.deploy(where, target="ray")
+    target = h.deployed_targets["ray"]
+    at_deploy = {"shipped": target.describe()["shipped"], "concurrency": target.concurrency}
+    shutil.rmtree(module_dir)        # from here on the module comes only through the cluster
+    print("DEPLOYED", flush=True)
+    wait_for(lambda: os.path.exists(joined), "the test to start the second node")
+    wait_for(lambda: len(alive()) == 2, "the second node to join")
+    second = [n["NodeID"] for n in alive() if "second_node" in n["Resources"]][0]
+    results = h.map(range(12), chunksize=1)
+    print(json.dumps({"at_deploy": at_deploy, "second": second, "results": results,
+                      "shipped": target.describe()["shipped"], "concurrency": target.concurrency}))
+    h.undeploy()
+''')
+
+
+@pytest.mark.ray
+@pytest.mark.ray_two_nodes
+@pytest.mark.timeout(900)
+def test_a_node_that_joins_after_deploy_gets_the_runtime_and_the_maps_work(two_node_cluster,
+                                                                            tmp_path):
+    """A cluster that was this machine alone at deploy ships no runtime environment;
+    a node that joins later (an autoscaler's) must still run the map's tasks: the
+    SDK's runtime and the function's local module reach it through the cluster, and
+    the map's fan-out grows with the cluster's CPUs."""
+    cluster = two_node_cluster
+    cluster.kill_second_node()
+    module_dir = tmp_path / "mods"
+    module_dir.mkdir()
+    (module_dir / "shipped_helper.py").write_text("def double(x):\n    return 2 * x\n")
+    joined = tmp_path / "joined"
+    driver = subprocess.Popen(
+        [sys.executable, "-c", LATE_DRIVER, cluster.address, str(module_dir), str(joined)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(tmp_path))
+    try:
+        first = ""
+        for line in driver.stdout:       # Ray may print its own lines (a node marked dead) first
+            if line.strip() == "DEPLOYED":
+                first = "DEPLOYED"
+                cluster.start_second_node()
+                joined.touch()
+                break
+        out, err = driver.communicate(timeout=480)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert first == "DEPLOYED" and driver.returncode == 0, (first, out[-1000:], err[-3000:])
+    got = json.loads(out.strip().splitlines()[-1])
+    assert got["at_deploy"] == {"shipped": [], "concurrency": 1}   # the head alone: nothing shipped
+    assert [value for value, _, _ in got["results"]] == [2 * x for x in range(12)]
+    on_second = [runtime for _, node, runtime in got["results"] if node == got["second"]]
+    assert on_second, "no item ran on the node that joined"
+    assert all("runtime_resources" in runtime for runtime in on_second), on_second
+    assert "py_modules" in got["shipped"] and got["concurrency"] == 2

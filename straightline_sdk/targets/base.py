@@ -132,6 +132,10 @@ class Target:
         override it (Ray: tasks across the cluster instead of the warm actor)."""
         return self.invoke(segments, total, timeout)
 
+    def follow_capacity(self) -> None:
+        """Update ``concurrency`` when what the target runs on can change while it is
+        deployed (a cluster's nodes); called at a map's start. Most targets: nothing."""
+
     def swap(self, spec: "DeploySpec") -> bool:
         """Run ``spec``'s (edited) function from the next call on, keeping what is
         running: no restart, no image build, no upload beyond the payload. False:

@@ -26,11 +26,20 @@ from tests.support.ray_start import (common_args, free_port, head_args, kill_gro
 class Cluster:
     address: str
     head: subprocess.Popen
-    second: subprocess.Popen
+    second: subprocess.Popen | None
     second_cwd: str
+    env: dict
 
     def kill_second_node(self) -> None:
-        kill_group(self.second)
+        if self.second is not None:
+            kill_group(self.second)
+
+    def start_second_node(self) -> None:
+        """A (new) second node joins: its own working directory, and no PYTHONPATH,
+        so what the function needs must come through the cluster."""
+        self.kill_second_node()
+        self.second = start_node([f"--address={self.address}", '--resources={"second_node": 1}',
+                                  *common_args(num_cpus=1)], self.env, self.second_cwd)
 
 
 @pytest.fixture(scope="module")
@@ -42,19 +51,18 @@ def two_node_cluster():
     temp = tempfile.mkdtemp(prefix="rp")          # short: Ray's socket paths must fit 107 bytes
     second_cwd = tempfile.mkdtemp(prefix="ray-node2-cwd-")
     env = node_environment()
-    head = second = None
+    head = cluster = None
     try:
         head = start_node(head_args(port, temp, num_cpus=1), env, cleanup_marker=temp)
-        # the second node: its own working directory, and no PYTHONPATH, so what the
-        # function needs must come through the cluster
         second_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-        second = start_node([f"--address={address}", '--resources={"second_node": 1}',
-                             *common_args(num_cpus=1)], second_env, second_cwd)
-        yield Cluster(address, head, second, second_cwd)
+        cluster = Cluster(address, head, None, second_cwd, second_env)
+        cluster.start_second_node()
+        yield cluster
     finally:
-        for proc in (second, head):
-            if proc is not None:
-                kill_group(proc)
+        if cluster is not None:
+            cluster.kill_second_node()
+        if head is not None:
+            kill_group(head)
         kill_leftovers(temp)      # the second node's processes use the head's temp folder too
         shutil.rmtree(temp, ignore_errors=True)
         shutil.rmtree(second_cwd, ignore_errors=True)

@@ -51,6 +51,8 @@ NAMESPACE = "straightline"
 _NAME_PREFIX = "straightline-"
 #: how often Ray reruns a map chunk whose worker or node was lost (idempotent only)
 TASK_RETRIES = 3
+#: how often a map looks for nodes that joined the cluster after deploy (one GCS call)
+NODE_CHECK_S = 2.0
 
 _lock = threading.Lock()
 _started_here = False
@@ -191,6 +193,8 @@ class RayTarget(Target):
         self._host: dict = {}
         self._actor_options: dict = {}
         self._shipped: list = []       # what the runtime environment ships ("pip", "py_modules")
+        self._placement: dict = {}     # the resources and runtime environment of actor and tasks
+        self._next_node_check = 0.0
         self._replace_lock = threading.Lock()
 
     @classmethod
@@ -232,12 +236,8 @@ class RayTarget(Target):
         placement: dict = {"num_gpus": res.gpus} if res.gpus else {}
         if res.memory_mb:
             placement["memory"] = res.memory_mb * MB
-        runtime_env = self._runtime_env(ray)
-        self._shipped = sorted(runtime_env or ())
-        if self.spec.env or self.spec.secrets:   # handed to the actor and tasks at start
-            runtime_env = {**(runtime_env or {}), "env_vars": self.spec.environment()}
-        if runtime_env:
-            placement["runtime_env"] = runtime_env
+        self._ship(placement, self._runtime_env(ray))
+        self._next_node_check = time.monotonic() + NODE_CHECK_S
         self._step("putting the function in the object store")
         self._payload_ref = ray.put(package.payload)
         # one thread more than the calls it takes: reading a running call's output
@@ -256,10 +256,8 @@ class RayTarget(Target):
         # A chunk whose worker or node is lost may run again only when the deployment
         # is idempotent (docs/concepts.md); Ray then reruns it elsewhere in the
         # cluster. The user's exceptions are never retried (retry_exceptions off).
-        self._task = ray.remote(ray_entry.run_frame).options(
-            num_cpus=res.cpus if res.cpus is not None else 1,
-            max_retries=TASK_RETRIES if self.spec.idempotent else 0, retry_exceptions=False,
-            **placement)
+        self._placement = placement
+        self._task = self._make_task(ray)
         start_timeout = self.options.start_timeout_s
         try:
             self._host = ray.get(self._actor.ping.remote(), timeout=start_timeout)
@@ -280,6 +278,55 @@ class RayTarget(Target):
         self._step("starting the actor")
         self._actor = ray.remote(ray_entry.FunctionHost).options(**self._actor_options).remote(
             self.spec.package.content_hash, self._payload_ref)
+
+    def _make_task(self, ray):
+        res = self.spec.resources
+        return ray.remote(ray_entry.run_frame).options(
+            num_cpus=res.cpus if res.cpus is not None else 1,
+            max_retries=TASK_RETRIES if self.spec.idempotent else 0, retry_exceptions=False,
+            **self._placement)
+
+    def _ship(self, placement: dict, runtime_env: dict | None) -> None:
+        """Put the runtime environment (what _runtime_env ships, and the deployment's
+        env and secrets) in ``placement``."""
+        self._shipped = sorted(runtime_env or ())
+        if self.spec.env or self.spec.secrets:   # handed to the actor and tasks at start
+            runtime_env = {**(runtime_env or {}), "env_vars": self.spec.environment()}
+        if runtime_env:
+            placement["runtime_env"] = runtime_env
+
+    def follow_capacity(self) -> None:
+        """Follow a cluster that grows or shrinks while deployed (an autoscaler, a
+        `ray start --address` on another machine, a lost node), at most every
+        NODE_CHECK_S: the map's fan-out follows the cluster's CPUs (unless the
+        ``concurrency`` option fixed it). A cluster that was this machine alone at
+        deploy got no runtime environment (its nodes share this Python environment);
+        a node that joins later does not, so once one is seen the map's tasks, and
+        an actor started from then on, get it."""
+        if time.monotonic() < self._next_node_check:
+            return
+        with self._replace_lock:
+            if time.monotonic() < self._next_node_check or self._ray is None:
+                return
+            try:
+                ray = self._ray
+                if self.options.concurrency is None:
+                    cpus = ray.cluster_resources().get("CPU", 1)
+                    self.concurrency = max(1, int(cpus // (self.spec.resources.cpus or 1)))
+                runtime_env = None
+                if not self._shipped and self.options.ship_dependencies is None:
+                    runtime_env = self._runtime_env(ray)
+            except Exception as exc:   # the calls then find out for themselves
+                log.warning("following the Ray cluster's nodes failed: %s", _first_line(exc))
+                return
+            finally:
+                self._next_node_check = time.monotonic() + NODE_CHECK_S
+            if runtime_env:
+                log.info("a node joined the Ray cluster: %r now ships %s to its tasks",
+                         self.spec.name, ", ".join(sorted(runtime_env)))
+                self._ship(self._placement, runtime_env)
+                self._actor_options.update(self._placement)
+                self._task = self._make_task(ray)
 
     def _replace_actor(self, actor) -> None:
         """Stop a call that ran past its time limit. Ray does not interrupt a running
@@ -370,6 +417,7 @@ class RayTarget(Target):
         """A map chunk: a Ray task, placed by Ray's scheduler anywhere in the cluster."""
         if self._task is None:
             raise TargetFailure("the Ray target is not deployed", target=self.kind)
+        self.follow_capacity()
         ref = self._task.remote(self.spec.package.content_hash, self._payload_ref, b"".join(segments))
         return self._result(ref, timeout, "task")
 
