@@ -133,7 +133,7 @@ def test_a_chunk_answered_item_by_item_on_a_signed_connection(monkeypatch):
     """Off loopback every record of a chunk's answer carries its MAC; the
     connection serves further requests after the done record."""
     from straightline_sdk.runtime import auth, wire
-    from straightline_sdk.targets.http import invoke_worker_each
+    from straightline_sdk.targets.http import invoke_worker
     monkeypatch.setattr(auth, "is_loopback", lambda host: False)   # sign as off loopback
     h = straightline.deploy(_slow_double, sample=(1,), targets=["local"], name="signed-chunk")
     assert h.map(range(300), chunksize=50) == [2 * x for x in range(300)]
@@ -141,7 +141,7 @@ def test_a_chunk_answered_item_by_item_on_a_signed_connection(monkeypatch):
     member = getattr(client, "members", [client])[0]
     segments, total = wire.encode([((x,), {}) for x in range(20)])
     for _ in range(2):   # twice on the same kept-alive, signed connection
-        reply = invoke_worker_each(member, segments, total, 30.0, what="the local worker")
+        reply = invoke_worker(member, segments, total, 30.0, what="the local worker", each=True)
         assert [value for ok, value, *_ in reply.outcomes] == [2 * x for x in range(20)]
     conn = member._idle[-1]
     assert conn.session is not None    # the test really signed
@@ -171,7 +171,7 @@ def test_a_tampered_item_record_is_refused_and_nothing_after_it_is_kept(monkeypa
     monkeypatch.setattr(auth, "mac", corrupting_mac)
     segments, total = wire.encode([((x,), {}) for x in range(10)])
     with pytest.raises(http.PeerNotVerified, match="not signed") as caught:
-        http.invoke_worker_each(member, segments, total, 30.0, what="the local worker")
+        http.invoke_worker(member, segments, total, 30.0, what="the local worker", each=True)
     assert [value for ok, value, *_ in caught.value.completed] == [0, 2]
 
 

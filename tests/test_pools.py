@@ -155,6 +155,19 @@ def test_a_death_before_a_call_is_not_blamed_on_it():
     assert h.stats()["local"]["errors"] == 0
 
 
+
+def test_a_death_before_a_map_chunk_is_not_blamed_on_it():
+    """The same for a map's chunk (answered item by item, on its own path)."""
+    straightline.configure(options={"local": {"processes": 2}})
+    h = straightline.deploy(nap, sample=(0,), targets=["local"], idempotent=False)
+    supervisor = psutil.Process(h.deployed_targets["local"].pid)
+    for victim in supervisor.children():
+        os.kill(victim.pid, signal.SIGKILL)
+        assert wait_until(lambda: len(supervisor.children()) == 2 and victim.pid not in
+                          {c.pid for c in supervisor.children()})
+    assert h.map([0.6, 0.6], chunksize=2, progress=False) == [0.6, 0.6]   # liveness checks meanwhile
+    assert h.stats()["local"]["errors"] == 0 and h.stats()["local"]["failures"] == 0
+
 def test_a_pool_is_healthy_only_when_every_process_answers():
     """Calls go to every process of a pool: one that no longer answers (here
     stopped, as a hung process would be) makes the worker unhealthy, not just the

@@ -412,21 +412,15 @@ def _verify_answer(conn: _Connection, response: HTTPResponse, client: WorkerClie
 
 
 def invoke_worker(client: WorkerClient, segments, total: int, timeout: float | None, *,
-                  what: str, dead=lambda: None, liveness=None) -> bytearray:
-    """POST one request frame to a worker; the response frame. ``what`` names the
-    worker in errors ("the local worker"); ``dead()`` says why it is gone (a
-    TargetFailure) or None, and is asked only when the connection fails;
-    ``liveness()`` likewise, every LIVENESS_INTERVAL_S while an answer is awaited."""
-    return post_invoke(client, segments, total, timeout, what=what, dead=dead,
-                       liveness=liveness).body
-
-
-def invoke_worker_each(client: WorkerClient, segments, total: int, timeout: float | None, *,
-                       what: str, dead=lambda: None, liveness=None) -> Reply:
-    """A map chunk to a worker, answered item by item: a Reply with its outcomes.
-    A failure mid-chunk carries the outcomes that came back (``completed``)."""
+                  what: str, dead=lambda: None, liveness=None, each: bool = False) -> Reply:
+    """POST one request frame to a worker; a Reply with the response frame. ``what``
+    names the worker in errors ("the local worker"); ``dead()`` says why it is gone
+    (a TargetFailure) or None, and is asked only when the connection fails;
+    ``liveness()`` likewise, every LIVENESS_INTERVAL_S while an answer is awaited.
+    ``each``: a map chunk, answered item by item (the Reply's outcomes); a failure
+    mid-chunk carries the outcomes that came back (``completed``)."""
     response = post_invoke(client, segments, total, timeout, what=what, dead=dead,
-                           liveness=liveness, each=True)
+                           liveness=liveness, each=each)
     return Reply(response.body, outcomes=response.outcomes, size=response.size)
 
 

@@ -34,9 +34,9 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from ..errors import CallTimeout, TargetFailure, TargetUnavailable
 from ..placement import Limits
 from ..runtime import execute, pool, wire
-from .base import Probe, Reply, Target
+from .base import Probe, Target
 from .options import TargetOptions
-from .http import (WorkerClient, invoke_worker, invoke_worker_each, open_stream, pool_client,
+from .http import (WorkerClient, invoke_worker, open_stream, pool_client,
                    send_function, worker_health)
 
 
@@ -269,19 +269,14 @@ class LocalTarget(Target):
         if client is None:
             raise TargetFailure("the local worker is not deployed", target=self.kind)
         try:
-            if each:
-                reply = invoke_worker_each(client, segments, total, timeout, what="the local worker",
-                                           dead=lambda: self._dead_worker(grace_s=0.2),
-                                           liveness=self._dead_worker)
-                reply.cold = self._first_answer()
-                return reply
-            body = invoke_worker(client, segments, total, timeout, what="the local worker",
-                                 dead=lambda: self._dead_worker(grace_s=0.2),
-                                 liveness=self._alive_or_why)
+            reply = invoke_worker(client, segments, total, timeout, what="the local worker",
+                                  dead=lambda: self._dead_worker(grace_s=0.2),
+                                  liveness=self._alive_or_why, each=each)
         except CallTimeout as exc:
             self._replace_worker(client)
             raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
-        return Reply(body, cold=self._first_answer())
+        reply.cold = self._first_answer()
+        return reply
 
     def invoke_chunk(self, segments, total, timeout):
         """A map chunk, answered item by item: a worker lost mid-chunk costs a

@@ -27,7 +27,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import math
 import os
 import secrets
 import signal
@@ -44,8 +43,8 @@ from ...packaging import content_hash, docker_context
 from ...packaging.dependencies import capture, download_wheels
 from ...placement import MB, Limits
 from ...runtime import wire
-from ..base import Probe, Reply, Target
-from ..http import (WorkerClient, invoke_worker, invoke_worker_each, open_stream, pool_client,
+from ..base import Probe, Target
+from ..http import (WorkerClient, invoke_worker, open_stream, pool_client,
                     send_function, worker_health)
 from ..local import worker_pool_size
 from . import inventory
@@ -669,19 +668,14 @@ class DockerTarget(Target):
         if client is None:
             raise TargetFailure("the docker target is not deployed", target=KIND)
         try:
-            if each:
-                reply = invoke_worker_each(client, segments, total, timeout,
-                                           what=f"the container for {self.spec.name!r}",
-                                           dead=self._stopped, liveness=self._frozen)
-                reply.cold = self._first_answer()
-                return reply
-            body = invoke_worker(client, segments, total, timeout,
-                                 what=f"the container for {self.spec.name!r}", dead=self._stopped,
-                                 liveness=self._frozen)
+            reply = invoke_worker(client, segments, total, timeout,
+                                  what=f"the container for {self.spec.name!r}", dead=self._stopped,
+                                  liveness=self._frozen, each=each)
         except CallTimeout as exc:
             self._restart_container(client)
             raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
-        return Reply(body, cold=self._first_answer())
+        reply.cold = self._first_answer()
+        return reply
 
     def invoke_chunk(self, segments, total, timeout):
         """A map chunk, answered item by item: a container lost mid-chunk costs a
