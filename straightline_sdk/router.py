@@ -685,8 +685,12 @@ class Router:
             note = getattr(deployed, "pool_note", "") if deployed else ""
             if old is not None:
                 # updated in place, never replaced: calls in flight and requests waiting
-                # for a slot hold this object and count themselves out of it when done
-                old.available, old.reason, old.limits = pr.available, reason, pr.limits
+                # for a slot hold this object and count themselves out of it when done;
+                # a kind marked down stays down until _recover_targets lets it back
+                if kind in self._down_until and not old.available:
+                    old.limits = pr.limits
+                else:
+                    old.available, old.reason, old.limits = pr.available, reason, pr.limits
                 old.concurrency, old.tier, old.note = concurrency, target_registry.tier_of(kind), note
                 states[kind] = old
                 continue

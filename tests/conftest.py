@@ -8,6 +8,7 @@ because CI's own scripts must have started everything.
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 import pytest
@@ -37,6 +38,23 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02):
         time.sleep(interval)
     return predicate()
 
+
+
+def in_thread(fn, timeout: float = 60.0):
+    """Run fn in a thread, bounded: (finished, its result or the exception it raised),
+    so a call that hangs fails the test instead of hanging the run."""
+    box = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:   # noqa: BLE001 - the test inspects it
+            box["value"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return not thread.is_alive(), box.get("value")
 
 @pytest.fixture(autouse=True)
 def _clean_deployments(request):

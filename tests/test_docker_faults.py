@@ -13,28 +13,13 @@ import pytest
 
 import straightline_sdk as straightline
 from straightline_sdk import StraightLineError
-from tests.conftest import wait_until
+from tests.conftest import in_thread, wait_until
 from tests.support.engine_proxy import EngineProxy
 from tests.support.run_log import RunLog
 
 from .test_docker import engine  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.docker
-
-
-def _in_thread(fn, timeout: float = 120.0):
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:   # noqa: BLE001 - inspected by the test
-            box["value"] = exc
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    t.join(timeout)
-    return not t.is_alive(), box.get("value")
 
 
 def _total(x):
@@ -51,7 +36,7 @@ def test_a_paused_container_fails_over_instead_of_hanging(engine):  # noqa: F811
     straightline.configure(size_threshold=1)          # every request is "large": docker first
     container.pause()
     try:
-        finished, value = _in_thread(lambda: h(np.ones(5)))
+        finished, value = in_thread(lambda: h(np.ones(5)), timeout=120)
         assert finished, "the call hung on a paused container"
         assert value == 5.0                            # failed over to the warm local worker
         failed = [r for r in h.calls if r.outcome == "failed"]
@@ -106,7 +91,7 @@ def test_a_container_lost_during_an_engine_outage_fails_over(engine, tmp_path): 
         h.pin(None)
         proxy.close()                                  # the engine is gone ...
         engine.containers.get(container_id).kill()     # ... and so is the container
-        finished, value = _in_thread(lambda: [h(np.ones(i)) for i in range(1, 6)])
+        finished, value = in_thread(lambda: [h(np.ones(i)) for i in range(1, 6)], timeout=120)
         assert finished and value == [1.0, 2.0, 3.0, 4.0, 5.0]
         assert h.target_overview()["docker"]["state"] in ("down", "not deployed")
         proxy.open()

@@ -4,6 +4,7 @@ frozen worker is a target failure and not a hang, the local memory limit."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -14,7 +15,7 @@ import pytest
 import straightline_sdk as straightline
 from straightline_sdk import TargetFailure
 from straightline_sdk.runtime import wire
-from tests.conftest import wait_until
+from tests.conftest import in_thread, wait_until
 from tests.support.inprocess import install
 
 
@@ -31,22 +32,6 @@ def _serving_pid(h) -> int:
     client = _worker(h).client
     members = getattr(client, "members", None)
     return members[0].get(wire.HEALTH_PATH).json()["pid"] if members else _worker(h).pid
-
-
-def _in_thread(fn, timeout: float = 60.0):
-    """Run fn in a thread, bounded: (finished, result or exception)."""
-    box = {}
-
-    def run():
-        try:
-            box["value"] = fn()
-        except BaseException as exc:   # noqa: BLE001 - the test inspects it
-            box["value"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    return not thread.is_alive(), box.get("value")
 
 
 # -- finding 4: the worker outlives the thread that started it -----------------------
@@ -104,18 +89,25 @@ def _exits(how, x):
     _os._exit(3)
 
 
-def test_a_frozen_worker_fails_a_call_that_may_not_run_twice():
-    h = straightline.deploy(lambda x: x, sample=(1,), name="frozen-once", idempotent=False)
-    pid = _serving_pid(h)
+@contextlib.contextmanager
+def _stopped(pid: int):
+    """The process stopped (SIGSTOP, as a debugger or a hung host would leave it)
+    for the block, and let go on after it if it still exists."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        finished, value = _in_thread(lambda: h(1), timeout=60)
-        assert finished and isinstance(value, TargetFailure) and "is stopped" in str(value)
+        yield
     finally:
         try:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+def test_a_frozen_worker_fails_a_call_that_may_not_run_twice():
+    h = straightline.deploy(lambda x: x, sample=(1,), name="frozen-once", idempotent=False)
+    pid = _serving_pid(h)
+    with _stopped(pid):
+        finished, value = in_thread(lambda: h(1), timeout=60)
+        assert finished and isinstance(value, TargetFailure) and "is stopped" in str(value)
 
 
 def test_a_call_without_a_time_limit_has_a_default_deadline(monkeypatch):
@@ -129,7 +121,7 @@ def test_a_call_without_a_time_limit_has_a_default_deadline(monkeypatch):
 
     h = straightline.deploy(nap, sample=(0.01,), name="deadline", idempotent=False)
     assert h(0.2) == 0.2
-    finished, value = _in_thread(lambda: h(30), timeout=60)   # alive but never answering in time
+    finished, value = in_thread(lambda: h(30), timeout=60)   # alive but never answering in time
     assert finished and isinstance(value, TargetFailure) and "default deadline" in str(value)
     assert h(0.1) == 0.1                       # the stuck worker was replaced
 
@@ -166,9 +158,8 @@ def test_the_users_exit_in_a_map_item_is_that_items_outcome():
 def test_a_frozen_worker_fails_the_call_instead_of_hanging_it():
     h = straightline.deploy(lambda x: x, sample=(1,), name="frozen")
     pid = _serving_pid(h)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        finished, value = _in_thread(lambda: h(1), timeout=60)
+    with _stopped(pid):
+        finished, value = in_thread(lambda: h(1), timeout=60)
         assert finished, "the call hung on a stopped worker"
         assert value == 1                         # run again on a fresh worker (idempotent)
         assert "is stopped" in [r for r in h.calls if r.outcome == "failed"][-1].detail
@@ -176,11 +167,6 @@ def test_a_frozen_worker_fails_the_call_instead_of_hanging_it():
         assert _worker(h).pid != pid
         assert wait_until(lambda: not psutil.pid_exists(pid) or
                           psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, timeout=10)
-    finally:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
 
 def test_a_frozen_worker_fails_over_with_a_warm_fallback(monkeypatch):
@@ -189,17 +175,11 @@ def test_a_frozen_worker_fails_over_with_a_warm_fallback(monkeypatch):
                             targets=["local", "docker"], target="local")
     h.pin(None)
     pid = _serving_pid(h)
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        finished, value = _in_thread(lambda: h(4), timeout=60)
+    with _stopped(pid):
+        finished, value = in_thread(lambda: h(4), timeout=60)
         assert finished and value == 40
         stats = h.stats()
         assert stats["local"]["failures"] == 1 and stats["docker"]["calls"] == 1
-    finally:
-        try:
-            os.kill(pid, signal.SIGCONT)
-        except ProcessLookupError:
-            pass
 
 
 # -- finding 10 (local part): Resources(memory_mb=) holds on the local target --------

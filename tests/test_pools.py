@@ -141,16 +141,21 @@ def nap(seconds):
     return seconds
 
 
-def test_a_death_before_a_call_is_not_blamed_on_it():
-    """A pool process killed and replaced before a call began: the call, waiting
-    longer than one liveness check on the new process, is answered, not failed."""
-    straightline.configure(options={"local": {"processes": 2}})
-    h = straightline.deploy(nap, sample=(0,), targets=["local"], idempotent=False)
+def _replace_every_pool_process(h) -> None:
+    """Kill each process of the local pool, and wait until the supervisor has forked
+    its replacement."""
     supervisor = psutil.Process(h.deployed_targets["local"].pid)
     for victim in supervisor.children():
         os.kill(victim.pid, signal.SIGKILL)
         assert wait_until(lambda: len(supervisor.children()) == 2 and victim.pid not in
                           {c.pid for c in supervisor.children()})
+
+def test_a_death_before_a_call_is_not_blamed_on_it():
+    """A pool process killed and replaced before a call began: the call, waiting
+    longer than one liveness check on the new process, is answered, not failed."""
+    straightline.configure(options={"local": {"processes": 2}})
+    h = straightline.deploy(nap, sample=(0,), targets=["local"], idempotent=False)
+    _replace_every_pool_process(h)
     assert h(1.0) == 1.0        # four liveness checks while it runs
     assert h.stats()["local"]["errors"] == 0
 
@@ -160,11 +165,7 @@ def test_a_death_before_a_map_chunk_is_not_blamed_on_it():
     """The same for a map's chunk (answered item by item, on its own path)."""
     straightline.configure(options={"local": {"processes": 2}})
     h = straightline.deploy(nap, sample=(0,), targets=["local"], idempotent=False)
-    supervisor = psutil.Process(h.deployed_targets["local"].pid)
-    for victim in supervisor.children():
-        os.kill(victim.pid, signal.SIGKILL)
-        assert wait_until(lambda: len(supervisor.children()) == 2 and victim.pid not in
-                          {c.pid for c in supervisor.children()})
+    _replace_every_pool_process(h)
     assert h.map([0.6, 0.6], chunksize=2, progress=False) == [0.6, 0.6]   # liveness checks meanwhile
     assert h.stats()["local"]["errors"] == 0 and h.stats()["local"]["failures"] == 0
 

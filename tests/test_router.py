@@ -13,6 +13,7 @@ from straightline_sdk.runtime import execute
 from straightline_sdk.targets.base import Reply
 from straightline_sdk import targets
 from straightline_sdk.placement import SERVERLESS
+from straightline_sdk.errors import TargetFailure, TargetUnavailable
 from straightline_sdk.testing import FakeTarget, fake_target
 from tests.conftest import wait_until
 
@@ -117,3 +118,39 @@ def test_a_plan_rebuilt_while_requests_wait_keeps_their_count_and_frees_every_sl
         overview = h.target_overview()["local"]
         assert (overview["in_flight"], overview["waiting"]) == (0, 0)
         assert h(3, gate) == 3               # its one slot is free again
+
+
+class CannotComeBack(FakeTarget):
+    """Its first instance serves; any later deploy (a redeploy after it failed) fails."""
+
+    def deploy(self):
+        if len(type(self).instances) > 1:
+            raise TargetUnavailable("the engine is gone", target=self.kind)
+        super().deploy()
+
+
+def test_a_target_marked_down_stays_down_when_the_plan_is_rebuilt():
+    """A target whose redeploy failed is out of placement for a while; a plan
+    rebuilt meanwhile (a pin, a profile arriving) must not read its probe as
+    "available" again and send the next call into another failed deploy."""
+    def size(data):
+        return len(data)
+
+    large = bytes(5 * 1024 * 1024)    # over D: Docker's, the local worker its fallback
+    with fake_target("docker", base=CannotComeBack) as cls, \
+            straightline.deploy(size, targets=["docker", "local"], target="docker",
+                                name="down_stays_down") as h:
+        h.pin(None)
+        first = cls.instances[0]
+        first.healthy = False
+        first.fail_next.append(TargetFailure("boom", target="docker", may_have_run=False))
+        for _ in range(3):   # the failing call goes to the local worker; a later one redeploys
+            assert h(large) == len(large)
+            if len(cls.instances) == 2:
+                break
+        assert len(cls.instances) == 2 and h.placement.target == "local"   # redeploy failed
+        assert h.target_overview()["docker"]["state"] == "down"
+        h.pin(None)                                        # the plan is rebuilt
+        assert h.target_overview()["docker"]["state"] == "down"
+        assert h(large) == len(large) and h.placement.target == "local"
+        assert len(cls.instances) == 2                     # no second failed deploy

@@ -288,14 +288,17 @@ class Handler(BaseHTTPRequestHandler):
         if length is None:
             return self._read_chunked(cap)
         body = bytearray(length)
-        view = memoryview(body)
+        self._fill(memoryview(body))
+        return body
+
+    def _fill(self, view: memoryview) -> None:
+        """Read exactly len(view) bytes of the body into ``view``."""
         got = 0
-        while got < length:
+        while got < len(view):
             n = self.rfile.readinto(view[got:])
             if not n:
                 raise ConnectionError("client closed the connection mid-request")
             got += n
-        return body
 
     def _read_chunked(self, cap: int) -> bytearray:
         body = bytearray()
@@ -314,14 +317,8 @@ class Handler(BaseHTTPRequestHandler):
                 raise _Refused(413, f"the request body is over this worker's limit of {cap} bytes")
             start = len(body)
             body.extend(bytes(size)) if size < 65536 else body.extend(bytearray(size))
-            view = memoryview(body)[start:]
-            got = 0
-            while got < size:
-                n = self.rfile.readinto(view[got:])
-                if not n:
-                    raise ConnectionError("client closed the connection mid-request")
-                got += n
-            del view
+            with memoryview(body) as view:   # released before the body grows again
+                self._fill(view[start:])
             if self.rfile.readline(3) not in (b"\r\n", b"\n"):
                 raise _Refused(400, "a chunk is not followed by CRLF")
         for _ in range(_MAX_HEADERS):                 # trailers: skipped

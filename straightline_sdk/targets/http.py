@@ -23,7 +23,7 @@ import time
 from .. import cancel
 from ..errors import CallTimeout, TargetFailure, TargetSaturated, TargetUnavailable
 from ..runtime import auth, wire
-from .base import Reply
+from .base import Reply, Target
 
 HANDSHAKE_TIMEOUT_S = 10.0
 _BLOCKING_MAX = 256 * 1024   # a request this small fits the socket buffers: sent without waiting
@@ -446,6 +446,47 @@ def post_invoke(client: WorkerClient, segments, total: int, timeout: float | Non
     raise TargetFailure(f"{what} answered HTTP {response.status}: "
                         f"{bytes(response.body[:500]).decode(errors='replace')}",
                         target=client.target, may_have_run=response.status >= 500)
+
+
+class WorkerTarget(Target):
+    """A target whose calls go to the SDK's worker over HTTP (the local pool, a
+    container): one call path, with the target's own checks. A subclass sets
+    ``client`` when deployed and says what its worker is called, why it is gone,
+    whether it still answers, and how a call past its time limit is stopped."""
+
+    client = None
+
+    def _worker_name(self) -> str:
+        raise NotImplementedError
+
+    def _gone(self) -> TargetFailure | None:
+        """Why the worker is gone (asked when the connection fails), or None."""
+        return None
+
+    def _unresponsive(self) -> TargetFailure | None:
+        """Why the worker cannot answer (asked while an answer is awaited), or None."""
+        return None
+
+    def _stop_running_call(self, client) -> str:
+        """Stop a call that ran past its time limit; says what was done."""
+        raise NotImplementedError
+
+    def invoke(self, segments, total, timeout, each: bool = False):
+        client = self.client
+        if client is None:
+            raise TargetFailure(f"{self._worker_name()} is not deployed", target=self.kind)
+        try:
+            reply = invoke_worker(client, segments, total, timeout, what=self._worker_name(),
+                                  dead=self._gone, liveness=self._unresponsive, each=each)
+        except CallTimeout as exc:
+            raise CallTimeout(f"{exc}; {self._stop_running_call(client)}") from None
+        reply.cold = self._first_answer()
+        return reply
+
+    def invoke_chunk(self, segments, total, timeout):
+        """A map chunk, answered item by item: a worker lost mid-chunk costs a
+        re-run of its unfinished items only, not of the whole chunk."""
+        return self.invoke(segments, total, timeout, each=True)
 
 
 def send_function(client: WorkerClient, payload: bytes, *, what: str) -> None:

@@ -31,13 +31,13 @@ from typing import ClassVar
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ..errors import CallTimeout, TargetFailure, TargetUnavailable
+from ..errors import TargetFailure, TargetUnavailable
 from ..placement import Limits
 from ..runtime import execute, pool, wire
-from .base import Probe, Target
+from .base import Probe
 from .options import TargetOptions
-from .http import (WorkerClient, invoke_worker, open_stream, pool_client,
-                   send_function, worker_health)
+from .http import (WorkerClient, WorkerTarget, open_stream, pool_client, send_function,
+                   worker_health)
 
 
 _POOL_EXIT = re.compile(r"straightline worker: process \d+ \(pid \d+\) exited with")
@@ -104,7 +104,7 @@ Options = LocalOptions
 FROZEN_AFTER_S = 0.5   # a worker stopped this long fails the call waiting on it
 
 
-class LocalTarget(Target):
+class LocalTarget(WorkerTarget):
     kind = "local"
 
     def __init__(self, spec, progress=None):
@@ -242,9 +242,6 @@ class LocalTarget(Target):
                     target=self.kind, hint="the function ended its process (os._exit, a crash)")
         return self._frozen()
 
-    def _alive_or_why(self) -> TargetFailure | None:
-        return self._dead_worker(pool_exits=False)
-
     def _frozen(self) -> TargetFailure | None:
         """The worker stopped (SIGSTOP, a debugger) for over half a second: a call
         waiting on it would wait forever."""
@@ -264,24 +261,18 @@ class LocalTarget(Target):
             f"debugger) and cannot answer", target=self.kind,
             hint="resume it (kill -CONT), or let the router fail over; it is replaced")
 
-    def invoke(self, segments, total, timeout, each: bool = False):
-        client = self.client
-        if client is None:
-            raise TargetFailure("the local worker is not deployed", target=self.kind)
-        try:
-            reply = invoke_worker(client, segments, total, timeout, what="the local worker",
-                                  dead=lambda: self._dead_worker(grace_s=0.2),
-                                  liveness=self._alive_or_why, each=each)
-        except CallTimeout as exc:
-            self._replace_worker(client)
-            raise CallTimeout(f"{exc}; the local worker was replaced to stop the call") from None
-        reply.cold = self._first_answer()
-        return reply
+    def _worker_name(self) -> str:
+        return "the local worker"
 
-    def invoke_chunk(self, segments, total, timeout):
-        """A map chunk, answered item by item: a worker lost mid-chunk costs a
-        re-run of its unfinished items only, not of the whole chunk."""
-        return self.invoke(segments, total, timeout, each=True)
+    def _gone(self) -> TargetFailure | None:
+        return self._dead_worker(grace_s=0.2)
+
+    def _unresponsive(self) -> TargetFailure | None:
+        return self._dead_worker(pool_exits=False)
+
+    def _stop_running_call(self, client) -> str:
+        self._replace_worker(client)
+        return "the local worker was replaced to stop the call"
 
     def swap(self, spec) -> bool:
         client = self.client

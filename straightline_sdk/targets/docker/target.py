@@ -37,15 +37,15 @@ import time
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from ...errors import CallTimeout, PackagingError, TargetFailure, TargetUnavailable
+from ...errors import PackagingError, TargetFailure, TargetUnavailable
 from ...local_state import owner_alive, owner_tag, write_private
 from ...packaging import content_hash, docker_context
 from ...packaging.dependencies import capture, download_wheels
 from ...placement import MB, Limits
 from ...runtime import wire
-from ..base import Probe, Target
-from ..http import (WorkerClient, invoke_worker, open_stream, pool_client,
-                    send_function, worker_health)
+from ..base import Probe
+from ..http import (WorkerClient, WorkerTarget, open_stream, pool_client, send_function,
+                    worker_health)
 from ..local import worker_pool_size
 from . import inventory
 from .engine import (_LOCAL_HOSTS, INSTALL_HINT, KIND, capacity as _capacity,
@@ -100,7 +100,7 @@ FROZEN_AFTER_S = 0.5   # a container paused this long fails the call waiting on 
 
 
 
-class DockerTarget(Target):
+class DockerTarget(WorkerTarget):
     kind = KIND
 
     def __init__(self, spec, progress=None):
@@ -663,24 +663,18 @@ class DockerTarget(Target):
                              f"paused and cannot answer", target=KIND,
                              hint="`docker unpause` it, or let the router fail over; it is replaced")
 
-    def invoke(self, segments, total, timeout, each: bool = False):
-        client = self.client
-        if client is None:
-            raise TargetFailure("the docker target is not deployed", target=KIND)
-        try:
-            reply = invoke_worker(client, segments, total, timeout,
-                                  what=f"the container for {self.spec.name!r}", dead=self._stopped,
-                                  liveness=self._frozen, each=each)
-        except CallTimeout as exc:
-            self._restart_container(client)
-            raise CallTimeout(f"{exc}; the container was restarted to stop the call") from None
-        reply.cold = self._first_answer()
-        return reply
+    def _worker_name(self) -> str:
+        return f"the container for {self.spec.name!r}"
 
-    def invoke_chunk(self, segments, total, timeout):
-        """A map chunk, answered item by item: a container lost mid-chunk costs a
-        re-run of its unfinished items only, not of the whole chunk."""
-        return self.invoke(segments, total, timeout, each=True)
+    def _gone(self) -> TargetFailure | None:
+        return self._stopped()
+
+    def _unresponsive(self) -> TargetFailure | None:
+        return self._frozen()
+
+    def _stop_running_call(self, client) -> str:
+        self._restart_container(client)
+        return "the container was restarted to stop the call"
 
     def swap(self, spec) -> bool:
         """An edited function into the running container (POST /function): no image
