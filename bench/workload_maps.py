@@ -23,7 +23,6 @@ Functions live in this module so every peer can import them by reference.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -97,7 +96,8 @@ def _sdk(kind: str, fn, sample_x):
     return Peer(f"SDK {kind} ({size})", lambda xs: h.map(xs, progress=False), h.undeploy)
 
 
-def _rounds(workload: str, peers: list, xs: list, reps: int, expected, report) -> list[dict]:
+def _rounds(workload: str, peers: list, xs: list, reps: int, expected, report,
+            cpus: int) -> list[dict]:
     """Warm every peer with one full-size map (processes started, code loaded, a
     map's threads made), then ``reps`` rounds of one timed map each, the order
     rotating; closes the peers. One row per peer that ran."""
@@ -110,7 +110,6 @@ def _rounds(workload: str, peers: list, xs: list, reps: int, expected, report) -
             report.notes.append(f"{workload}, {peer.name}: {type(exc).__name__}: {str(exc)[:200]}")
     times: dict[str, list] = {p.name: [] for p in live}
     uses: dict[str, list] = {p.name: [] for p in live}
-    cpus = max(1, int(usable_cpus()))
     for round_ in range(reps):
         shift = round_ % max(1, len(live))
         for peer in live[shift:] + live[:shift]:
@@ -178,7 +177,7 @@ def run(report, *, quick: bool, dry_run: bool, ray=None, kinds=("local", "docker
                 peers.append(_sdk(kind, fn, 0))
             except Exception as exc:
                 report.skip(f"SDK {kind} map ({workload})", f"{type(exc).__name__}: {str(exc)[:200]}")
-        rows += _rounds(workload, peers, xs, reps, expected, report)
+        rows += _rounds(workload, peers, xs, reps, expected, report, cpus)
     base = {}
     for row in rows:
         if row["variant"] == "plain loop":

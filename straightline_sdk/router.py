@@ -193,7 +193,7 @@ class Router:
         warm = [kind for kind in usable if kind in self._targets]
         for kind in warm:   # a cluster may have grown or shrunk since the last map
             target = self._targets.get(kind)
-            if target is not None and hasattr(target, "follow_capacity"):
+            if target is not None:
                 target.follow_capacity()
                 plan.states[kind].concurrency = target.concurrency
         total = sum(plan.states[kind].concurrency or 8 for kind in warm)

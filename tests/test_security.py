@@ -5,6 +5,7 @@ door for outside programs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ import requests
 import straightline_sdk as straightline
 from straightline_sdk.runtime import auth, wire
 from straightline_sdk.targets.http import PeerNotVerified
-from tests.conftest import wait_until
+from tests.conftest import need, wait_until
 from tests.support.inprocess import install
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -362,8 +363,9 @@ def test_a_running_calls_output_is_read_only_over_a_verified_connection():
     assert answer is not None and not answer.get("chunks") and not answer.get("running")
 
 
-def test_h_endpoint_works_with_httpx_if_installed():
-    httpx = pytest.importorskip("httpx")
+def test_h_endpoint_works_with_httpx():
+    need(importlib.util.find_spec("httpx") is not None, "httpx is not installed: pip install -e '.[test]'")
+    import httpx
     h = straightline.deploy(lambda x: x * 2, sample=(1,), name="door-httpx", targets=["local"])
     with httpx.Client(trust_env=False) as c:
         for i in range(2):

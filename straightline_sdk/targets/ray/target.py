@@ -230,7 +230,7 @@ class RayTarget(Target):
         package = self.spec.package
         res = self.spec.resources
         if self.concurrency is None:   # calls the cluster's CPUs run at once
-            self.concurrency = max(1, int(ray.cluster_resources().get("CPU", 1) // (res.cpus or 1)))
+            self.concurrency = self._cluster_concurrency(ray)
         # num_gpus only when asked: any resource named on an actor (even num_gpus=0)
         # makes Ray hold its CPU for the actor's whole life, one CPU fewer for map tasks
         placement: dict = {"num_gpus": res.gpus} if res.gpus else {}
@@ -279,6 +279,10 @@ class RayTarget(Target):
         self._actor = ray.remote(ray_entry.FunctionHost).options(**self._actor_options).remote(
             self.spec.package.content_hash, self._payload_ref)
 
+    def _cluster_concurrency(self, ray) -> int:
+        """Calls the cluster's CPUs run at once, at the CPUs each call asks for."""
+        return max(1, int(ray.cluster_resources().get("CPU", 1) // (self.spec.resources.cpus or 1)))
+
     def _make_task(self, ray):
         res = self.spec.resources
         return ray.remote(ray_entry.run_frame).options(
@@ -311,8 +315,7 @@ class RayTarget(Target):
             try:
                 ray = self._ray
                 if self.options.concurrency is None:
-                    cpus = ray.cluster_resources().get("CPU", 1)
-                    self.concurrency = max(1, int(cpus // (self.spec.resources.cpus or 1)))
+                    self.concurrency = self._cluster_concurrency(ray)
                 runtime_env = None
                 if not self._shipped and self.options.ship_dependencies is None:
                     runtime_env = self._runtime_env(ray)
